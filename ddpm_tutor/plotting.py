@@ -1,0 +1,82 @@
+"""Small figure helpers the chapters share: image grids and saving them."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["image_grid", "save_image_grid", "show_images"]
+
+
+def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
+    """Tile images into one greyscale array.
+
+    Args:
+        x: ``(N, 1, H, W)`` or ``(N, H, W)`` float in [-1, 1] (model range; clipped) or uint8 in [0, 255].
+        nrow: images per row (default: about sqrt(N)).
+        padding: pixels between images.
+        pad_value: value of the padding in [0, 1] (1 = white).
+
+    Returns:
+        ``(rows * (H + padding) + padding, nrow * (W + padding) + padding)`` float array in [0, 1].
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of images, got {type(x).__name__}")
+    if x.dim() == 4:
+        if x.shape[1] != 1:
+            raise ValueError(f"x must have one channel, shape (N, 1, H, W), got {tuple(x.shape)}")
+        x = x[:, 0]
+    if x.dim() != 3 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (N, H, W) or (N, 1, H, W) with N >= 1, got {tuple(x.shape)}")
+    x = x.detach().float().cpu()
+    x = x / 255.0 if x.max() > 1.5 else (x.clamp(-1, 1) + 1) / 2
+    n, h, w = x.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding), pad_value, dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        grid[top : top + h, left : left + w] = x[i].numpy()
+    return grid
+
+
+def save_image_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, scale: int = 2) -> Path:
+    """Write :func:`image_grid` of ``x`` as a PNG (atomically), each pixel drawn ``scale`` x ``scale``."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = (image_grid(x, nrow) * 255).round().astype(np.uint8)
+    image = Image.fromarray(grid, mode="L").resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def show_images(x: torch.Tensor, nrow: int | None = None, ax=None, title: str | None = None):
+    """Draw :func:`image_grid` of ``x`` on a matplotlib axis (a new figure if ``ax`` is None); returns the axis."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        n = x.shape[0]
+        cols = nrow or math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+        _, ax = plt.subplots(figsize=(min(10, 0.6 * cols + 1), min(10, 0.6 * rows + 0.6)))
+    ax.imshow(image_grid(x, nrow), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax

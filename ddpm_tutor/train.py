@@ -1,0 +1,509 @@
+"""Training: Algorithm 1 of Ho et al. (2020) on MNIST, with checkpoints that survive a disconnect.
+
+Chapter 7 of the book. The loop is short on purpose:
+
+    repeat
+        x_0 ~ q(x_0);  t ~ Uniform({1, ..., T});  eps ~ N(0, I)
+        take a gradient step on  || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2
+    until converged
+
+Around it sit small opt-in helpers: AdamW with linear warm-up, gradient clipping,
+an exponential moving average (EMA) of the weights (``torch.optim.swa_utils``),
+mixed precision on CUDA, and atomic checkpoints that resume.
+
+Profiles (:data:`PROFILES`) size a run for where it executes: ``gpu`` (a Colab T4:
+minutes), ``cpu`` (a 2-core laptop: under 45 minutes) and ``smoke`` (seconds, for
+CI). :func:`resolve_profile` picks ``gpu`` when CUDA is present and ``cpu``
+otherwise; the environment variable ``DDPM_TUTOR_PROFILE`` overrides it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from .losses import simple_loss
+from .schedules import NoiseSchedule, cosine_schedule, linear_schedule
+from .unet import UNet, UNetConfig
+
+__all__ = [
+    "TrainConfig",
+    "PROFILES",
+    "PROFILE_NOTES",
+    "resolve_profile",
+    "profile_config",
+    "build_schedule",
+    "train",
+    "TrainResult",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "load_pretrained",
+    "loss_by_t",
+    "CheckpointMismatchError",
+]
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; saved inside every checkpoint."""
+
+    profile: str = "cpu"  # the profile this config came from (gpu, cpu, smoke, or custom)
+    steps: int = 4000  # optimiser steps in total
+    batch_size: int = 128  # images per step
+    lr: float = 1e-3  # peak AdamW learning rate, reached after warmup_steps
+    warmup_steps: int = 200  # linear warm-up from 0 to lr (then constant)
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # clip the global gradient norm to this value (0 turns clipping off)
+    ema_decay: float = 0.999  # EMA weight decay: ema = decay * ema + (1 - decay) * weights, every step
+    ema_start: int = 0  # steps before the EMA starts averaging (it copies the weights until then)
+    schedule: str = "linear"  # noise schedule: "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
+    T: int = 1000  # diffusion steps; a linear schedule with T != 1000 scales beta_1 and beta_T by 1000 / T
+    data_limit: int | None = None  # use only the first N training images (None: all 60,000)
+    seed: int = 0  # seeds the initial weights, the batches, t and eps
+    mixed_precision: str = "auto"  # "auto" (bf16 if supported, else fp16, on CUDA; off on CPU), "bf16", "fp16", "off"
+    channels_last: bool = True  # channels_last memory format (faster convolutions on CPU and recent GPUs)
+    compile: bool = False  # torch.compile the model (pays off for long runs; first steps are slow)
+    log_every: int = 50  # record the mean loss every this many steps
+    sample_every: int = 0  # draw a small grid of samples every this many steps (0: never)
+    sample_count: int = 16  # how many images each of those grids holds
+    checkpoint_every: int = 500  # write a checkpoint every this many steps (and at the end)
+    unet: UNetConfig = field(default_factory=UNetConfig)  # the network
+
+    def __post_init__(self) -> None:
+        if isinstance(self.unet, dict):
+            object.__setattr__(self, "unet", UNetConfig.from_dict(self.unet))
+        for name in ("steps", "batch_size", "T", "log_every", "checkpoint_every", "sample_count"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
+        for name in ("warmup_steps", "sample_every", "ema_start", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TrainConfig.{name} must be an int >= 0, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.schedule not in ("linear", "cosine"):
+            raise ValueError(f"TrainConfig.schedule must be 'linear' or 'cosine', got {self.schedule!r}")
+        if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
+            raise ValueError(
+                f"TrainConfig.mixed_precision must be one of 'auto', 'bf16', 'fp16', 'off', got {self.mixed_precision!r}"
+            )
+        if self.data_limit is not None and (isinstance(self.data_limit, bool) or self.data_limit < 1):
+            raise ValueError(f"TrainConfig.data_limit must be None or a positive int, got {self.data_limit!r}")
+        if self.unet.T != self.T:
+            raise ValueError(
+                f"TrainConfig.T={self.T} but unet.T={self.unet.T}; they must agree (use dataclasses.replace on both)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["unet"] = self.unet.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**d)
+
+
+def _profiles() -> dict[str, TrainConfig]:
+    gpu = TrainConfig(
+        profile="gpu", steps=8000, batch_size=128, lr=1e-3, warmup_steps=200, ema_decay=0.999,
+        sample_every=2000, checkpoint_every=1000, log_every=50, compile=False,
+    )
+    cpu = TrainConfig(
+        profile="cpu", steps=4000, batch_size=128, lr=1e-3, warmup_steps=200, ema_decay=0.999,
+        sample_every=1000, checkpoint_every=250, log_every=50,
+    )
+    smoke_unet = UNetConfig(channels=(16, 32), num_res_blocks=(1, 1), time_embed_dim=32, attention_heads=2, norm_groups=4, T=100)
+    smoke = TrainConfig(
+        profile="smoke", steps=30, batch_size=32, lr=2e-3, warmup_steps=5, ema_decay=0.9, T=100, data_limit=512,
+        sample_every=15, sample_count=8, checkpoint_every=15, log_every=5, channels_last=False, unet=smoke_unet,
+    )
+    return {"gpu": gpu, "cpu": cpu, "smoke": smoke}
+
+
+#: The three training profiles, by name.
+PROFILES: dict[str, TrainConfig] = _profiles()
+
+#: What each profile is for, and what quality to expect from it.
+PROFILE_NOTES: dict[str, str] = {
+    "gpu": "the real run, sized for a Colab T4 (16 GB): recognisable, diverse digits in about 10 minutes.",
+    "cpu": "a reduced but real run for a 2-core CPU: recognisable, diverse digits in under 45 minutes.",
+    "smoke": "seconds, for CI: checks that everything runs end to end; its samples are still noise.",
+}
+
+
+def resolve_profile(profile: str | None = None) -> str:
+    """The profile to use: ``profile`` if given, else ``$DDPM_TUTOR_PROFILE``, else ``gpu`` with CUDA and ``cpu`` without."""
+    name = profile or os.environ.get("DDPM_TUTOR_PROFILE") or ("gpu" if torch.cuda.is_available() else "cpu")
+    if name not in PROFILES:
+        raise ValueError(
+            f"unknown profile {name!r} (from {'the argument' if profile else 'DDPM_TUTOR_PROFILE'}); "
+            f"choose one of {sorted(PROFILES)}"
+        )
+    return name
+
+
+def profile_config(profile: str | None = None, **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of a profile (see :func:`resolve_profile`), with fields overridden by keyword."""
+    return replace(PROFILES[resolve_profile(profile)], **overrides)
+
+
+def build_schedule(config: TrainConfig) -> NoiseSchedule:
+    """The noise schedule a config trains with. A linear schedule with T != 1000 keeps beta_t * T fixed (Nichol & Dhariwal 2021)."""
+    if config.schedule == "cosine":
+        return cosine_schedule(config.T)
+    scale = 1000 / config.T
+    return linear_schedule(config.T, beta_1=1e-4 * scale, beta_T=min(0.02 * scale, 0.999))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was loaded into a model or run with a different configuration."""
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _diff_fields(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    keys = sorted(set(expected) | set(found))
+    return [f"{k}: {found.get(k, '<missing>')!r} in the checkpoint, {expected.get(k, '<missing>')!r} here" for k in keys if expected.get(k) != found.get(k)]
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+    """Write a checkpoint dict atomically (a temporary file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    _atomic_torch_save(checkpoint, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(..., weights_only=True)``; clear errors for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m ddpm_tutor train --out DIR`")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, pickle with code in it, ...
+        raise ValueError(f"{path} is not a readable ddpm_tutor checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a ddpm_tutor checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return ckpt
+
+
+def _load_weights(model: UNet, checkpoint: dict[str, Any], which: str) -> None:
+    found = checkpoint["train_config"]["unet"]
+    differing = _diff_fields(model.config.to_dict(), found)
+    if differing:
+        raise CheckpointMismatchError(
+            "the checkpoint was trained with a different UNetConfig; differing fields: " + "; ".join(differing)
+            + ". Build the model with UNetConfig.from_dict(checkpoint['train_config']['unet'])."
+        )
+    model.load_state_dict(checkpoint[which])
+
+
+def load_model(
+    path: str | os.PathLike, which: str = "ema", device: str | torch.device = "cpu"
+) -> tuple[UNet, NoiseSchedule, dict[str, Any]]:
+    """Rebuild ``(model, schedule, checkpoint)`` from a checkpoint; ``which`` is ``"ema"`` or ``"model"`` (the raw weights)."""
+    if which not in ("ema", "model"):
+        raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
+    ckpt = load_checkpoint(path, map_location=device)
+    config = TrainConfig.from_dict(ckpt["train_config"])
+    model = UNet(config.unet)
+    _load_weights(model, ckpt, which)
+    return model.to(device).eval(), build_schedule(config), ckpt
+
+
+#: The reference checkpoint shipped with the package (see README: how it was trained).
+PRETRAINED = Path(__file__).parent / "weights" / "mnist_ddpm.pt"
+
+
+def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule]:
+    """The reference MNIST model shipped in the package, as ``(model, schedule)`` (EMA weights, eval mode).
+
+    The file's sha256 is checked against ``weights/mnist_ddpm.json`` before loading.
+    """
+    meta_path = PRETRAINED.with_suffix(".json")
+    if not PRETRAINED.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(
+            f"the reference checkpoint {PRETRAINED.name} is missing from the installed package; reinstall ddpm-tutor"
+        )
+    meta = json.loads(meta_path.read_text())
+    digest = hashlib.sha256(PRETRAINED.read_bytes()).hexdigest()
+    if digest != meta["sha256"]:
+        raise ValueError(
+            f"{PRETRAINED.name} has sha256 {digest}, expected {meta['sha256']}: the file is corrupt; reinstall ddpm-tutor"
+        )
+    model, schedule, _ = load_model(PRETRAINED, which="ema", device=device)
+    return model, schedule
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    model: UNet  #: the raw weights after the last step (train mode off)
+    ema_model: UNet  #: the EMA weights, what sampling should use
+    schedule: NoiseSchedule  #: the schedule the model was trained with
+    config: TrainConfig  #: the run's settings
+    history: dict[str, list]  #: "step", "loss" (mean over log_every steps), "lr", and "samples": [(step, images)]
+    seconds: float  #: wall time of the steps run in this call
+    steps_run: int  #: steps run in this call (fewer than config.steps after a resume)
+    checkpoint: Path | None  #: the last checkpoint written, if out_dir was given
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.mixed_precision == "off":
+        return None
+    if config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: str | None) -> torch.Tensor:
+    if data is None:
+        from .data import load_mnist, to_model_range
+
+        images, _ = load_mnist("train", root=data_root)
+        data = to_model_range(images)
+    if not isinstance(data, torch.Tensor) or data.dim() != 4 or not data.is_floating_point():
+        raise ValueError(
+            f"data must be a float tensor of images (N, C, H, W) in [-1, 1], got "
+            f"{getattr(data, 'shape', type(data).__name__)}; use ddpm_tutor.data.to_model_range(images)"
+        )
+    if data.min() < -1.001 or data.max() > 1.001:
+        raise ValueError(
+            f"data must be scaled to [-1, 1] (got values in [{data.min().item():.3g}, {data.max().item():.3g}]); "
+            "use ddpm_tutor.data.to_model_range(images)"
+        )
+    return data[: config.data_limit] if config.data_limit else data
+
+
+def _ema_model(model: UNet, decay: float) -> AveragedModel:
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def train(
+    config: TrainConfig | str | None = None,
+    *,
+    data: torch.Tensor | None = None,
+    data_root: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    callback: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train an epsilon-prediction U-Net with L_simple (Algorithm 1 of Ho et al. 2020).
+
+    Args:
+        config: a :class:`TrainConfig`, a profile name, or None for :func:`resolve_profile`'s choice.
+        data: optional float images ``(N, C, H, W)`` in [-1, 1]; MNIST's training split by default.
+        data_root: where MNIST lives (see :func:`ddpm_tutor.data.load_mnist`), when ``data`` is None.
+        out_dir: folder for ``checkpoint.pt``; with ``resume=True`` an existing checkpoint there is
+            continued from its step (a Colab session that disconnects resumes where it stopped).
+        device: defaults to CUDA when available, else CPU.
+        progress: show a tqdm progress bar.
+        callback: optional ``callback(step, loss)`` after every step.
+
+    Raises:
+        FloatingPointError: the loss became NaN or inf (the message says what to try).
+        CheckpointMismatchError: ``out_dir`` holds a checkpoint of a different configuration.
+    """
+    if config is None or isinstance(config, str):
+        config = profile_config(config)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig or a profile name, got {type(config).__name__}")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    images = _training_images(config, data, data_root).to(device)
+    if tuple(images.shape[1:]) != (config.unet.in_channels, config.unet.image_size, config.unet.image_size):
+        raise ValueError(f"data has images of shape {tuple(images.shape[1:])}, but the UNetConfig expects "
+                         f"({config.unet.in_channels}, {config.unet.image_size}, {config.unet.image_size})")
+    schedule = build_schedule(config).to(device)
+
+    torch.manual_seed(config.seed)
+    model = UNet(config.unet).to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    ema = _ema_model(model, config.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    amp_dtype = _autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    history: dict[str, list] = {"step": [], "loss": [], "lr": [], "samples": []}
+    start_step = 0
+
+    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        # Fields that only say how long to run or how often to log may change on resume (e.g. more steps).
+        free = {"steps", "log_every", "sample_every", "sample_count", "checkpoint_every", "compile"}
+        differing = _diff_fields(
+            {k: v for k, v in config.to_dict().items() if k not in free},
+            {k: v for k, v in ckpt["train_config"].items() if k not in free},
+        )
+        if differing:
+            raise CheckpointMismatchError(
+                f"{ckpt_path} was written by a run with a different configuration; differing fields: "
+                + "; ".join(differing) + ". Use another out_dir, or resume=False to start over."
+            )
+        _load_weights(model, ckpt, "model")
+        ema.module.load_state_dict(ckpt["ema"])
+        ema.n_averaged.fill_(int(ckpt["ema_n_averaged"]))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_step = int(ckpt["step"])
+        history = {k: list(v) for k, v in ckpt["history"].items()}
+        history["samples"] = [(s, x) for s, x in zip(ckpt["sample_steps"], ckpt["sample_images"])]
+
+    step_model = torch.compile(model) if config.compile else model
+    generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + start_step)
+
+    def lr_at(step: int) -> float:
+        return config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+
+    def snapshot(step: int) -> None:
+        from .sampling import sample
+
+        g = torch.Generator(device=device).manual_seed(config.seed)
+        shape = (config.sample_count, config.unet.in_channels, config.unet.image_size, config.unet.image_size)
+        x = sample(ema.module, schedule, shape, generator=g, progress=False)
+        history["samples"].append((step, x.clamp(-1, 1).cpu()))
+
+    def checkpoint(step: int) -> Path | None:
+        if ckpt_path is None:
+            return None
+        return save_checkpoint(ckpt_path, {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "train_config": config.to_dict(),
+            "model": model.state_dict(),
+            "ema": ema.module.state_dict(),
+            "ema_n_averaged": int(ema.n_averaged.item()),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "history": {k: v for k, v in history.items() if k != "samples"},
+            "sample_steps": [s for s, _ in history["samples"]],
+            "sample_images": [x for _, x in history["samples"]],
+            "torch_version": str(torch.__version__),
+        })
+
+    model.train()
+    running, running_n, last_ckpt = 0.0, 0, None
+    t0 = time.perf_counter()
+    bar = tqdm(range(start_step, config.steps), desc=f"training ({config.profile})", disable=not progress,
+               initial=start_step, total=config.steps)
+    for step in bar:
+        idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=generator, device=device)
+        x0 = images[idx].contiguous(memory_format=memory_format)  # (B, C, H, W) in [-1, 1]
+        t = torch.randint(0, schedule.T, (config.batch_size,), generator=generator, device=device)
+        eps = torch.randn(x0.shape, generator=generator, device=device).contiguous(memory_format=memory_format)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = simple_loss(step_model, schedule, x0, t=t, noise=eps)  # Algorithm 1, line 5
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss.item()} at step {step}: training stopped instead of producing black images. "
+                "Lower TrainConfig.lr, keep grad_clip on, or set mixed_precision='off'"
+                + (f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "")
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if step < config.ema_start:
+            ema.module.load_state_dict(model.state_dict())
+        else:
+            ema.update_parameters(model)
+
+        value = loss.item()
+        running, running_n = running + value, running_n + 1
+        if callback is not None:
+            callback(step, value)
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            history["step"].append(done)
+            history["loss"].append(running / running_n)
+            history["lr"].append(lr_at(step))
+            bar.set_postfix(loss=f"{running / running_n:.4f}")
+            running, running_n = 0.0, 0
+        if config.sample_every and (done % config.sample_every == 0 or done == config.steps):
+            snapshot(done)
+            model.train()
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            last_ckpt = checkpoint(done)
+    bar.close()
+    seconds = time.perf_counter() - t0
+
+    model.eval()
+    ema_model = copy.deepcopy(ema.module).eval()
+    if ckpt_path is not None and last_ckpt is None and ckpt_path.exists():
+        last_ckpt = ckpt_path
+    return TrainResult(
+        model=model, ema_model=ema_model, schedule=schedule, config=config, history=history,
+        seconds=seconds, steps_run=config.steps - start_step, checkpoint=last_ckpt,
+    )
+
+
+@torch.inference_mode()
+def loss_by_t(
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    num_bins: int = 20,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_simple of ``model`` on ``x0`` at ``num_bins`` evenly spaced code steps.
+
+    Returns ``(t, loss)``: int64 ``(num_bins,)`` code steps and float64 ``(num_bins,)`` mean
+    squared errors, each averaged over all of ``x0`` (same eps draws for every t).
+    """
+    model.eval()
+    steps = torch.linspace(0, schedule.T - 1, num_bins).round().long()
+    eps = torch.randn(x0.shape, generator=generator, device=generator.device if generator else x0.device).to(x0.device)
+    losses = []
+    for step in steps.tolist():
+        t = torch.full((x0.shape[0],), step, dtype=torch.long, device=x0.device)
+        losses.append(simple_loss(model, schedule, x0, t=t, noise=eps).double().item())
+    return steps, torch.tensor(losses, dtype=torch.float64)

@@ -12,7 +12,10 @@ module                 what it holds                                    chapter
 ``losses``             the bound's terms, simple_loss                   5-6
 ``derivations``        the SymPy proofs, one function per identity      1-6
 ``data``               MNIST in IDX form: download, verify, load        7
+``unet``               UNetConfig, UNet (eps_theta)                     7
+``training``           TrainConfig, profiles, train, checkpoints        7
 ``sampling``           sample (Algorithm 2)                             8
+``metrics``            the MNIST classifier that judges samples         8
 =====================  ===============================================  =========
 
 Index convention, stated once: code step ``t = 0..T-1`` is the paper's step ``t + 1 = 1..T``.
@@ -24,6 +27,9 @@ from .posterior import predict_x0, q_posterior
 from .reverse import p_mean, p_sample_step, p_variance
 from .sampling import sample
 from .schedules import NoiseSchedule, cosine_schedule, linear_schedule, schedule_from_betas
+from .unet import UNet, UNetConfig
+from .training import TrainConfig, load_model, load_pretrained, profile_config, resolve_profile, train
+from . import data, derivations, metrics, plotting
 
 __version__ = "0.1.0"
 
@@ -46,4 +52,16 @@ __all__ = [
     "kl_term",
     "decoder_nll",
     "vlb_bits_per_dim",
+    "UNet",
+    "UNetConfig",
+    "TrainConfig",
+    "train",
+    "profile_config",
+    "resolve_profile",
+    "load_model",
+    "load_pretrained",
+    "data",
+    "derivations",
+    "metrics",
+    "plotting",
 ]

@@ -22,7 +22,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train a U-Net on MNIST with a profile; checkpoints go to --out and a rerun resumes."""
-    from .train import PROFILE_NOTES, profile_config, resolve_profile, train
+    from .training import PROFILE_NOTES, profile_config, resolve_profile, train
 
     profile = resolve_profile(args.profile)
     overrides = {}
@@ -47,7 +47,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     from .plotting import save_image_grid
     from .sampling import sample
-    from .train import load_model, load_pretrained
+    from .training import load_model, load_pretrained
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint == "pretrained":

@@ -390,11 +390,14 @@ def train(
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_step = int(ckpt["step"])
+        torch.set_rng_state(ckpt["cpu_rng_state"])  # dropout's randomness continues where it stopped
+        if device.type == "cuda" and "cuda_rng_state" in ckpt:
+            torch.cuda.set_rng_state(ckpt["cuda_rng_state"].cpu(), device)
         history = {k: list(v) for k, v in ckpt["history"].items()}
         history["samples"] = [(s, x) for s, x in zip(ckpt["sample_steps"], ckpt["sample_images"])]
 
     step_model = torch.compile(model) if config.compile else model
-    generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + start_step)
+    generator = torch.Generator(device=device)
 
     def lr_at(step: int) -> float:
         return config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
@@ -422,6 +425,8 @@ def train(
             "history": {k: v for k, v in history.items() if k != "samples"},
             "sample_steps": [s for s, _ in history["samples"]],
             "sample_images": [x for _, x in history["samples"]],
+            "cpu_rng_state": torch.get_rng_state(),
+            **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
             "torch_version": str(torch.__version__),
         })
 
@@ -431,6 +436,7 @@ def train(
     bar = tqdm(range(start_step, config.steps), desc=f"training ({config.profile})", disable=not progress,
                initial=start_step, total=config.steps)
     for step in bar:
+        generator.manual_seed(config.seed * 1_000_003 + step)  # each step's batch, t and eps depend only on (seed, step)
         idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=generator, device=device)
         x0 = images[idx].contiguous(memory_format=memory_format)  # (B, C, H, W) in [-1, 1]
         t = torch.randint(0, schedule.T, (config.batch_size,), generator=generator, device=device)

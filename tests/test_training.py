@@ -1,0 +1,148 @@
+"""Training loop, profiles, checkpoints and the command line (tiny configurations, seconds)."""
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+import torch
+
+import ddpm_tutor as dt
+from ddpm_tutor import training as tr
+from ddpm_tutor.__main__ import main
+from ddpm_tutor.unet import UNetConfig
+
+TINY_UNET = UNetConfig(channels=(8, 16), num_res_blocks=(1, 1), time_embed_dim=16, attention_heads=2, norm_groups=4, T=50)
+TINY = tr.TrainConfig(
+    profile="tiny", steps=6, batch_size=8, lr=2e-3, warmup_steps=2, ema_decay=0.5, T=50, log_every=2,
+    checkpoint_every=3, sample_every=0, channels_last=False, unet=TINY_UNET,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(64, 1, 28, 28, generator=g) * 2 - 1
+
+
+def test_profiles_resolve(monkeypatch):
+    monkeypatch.delenv("DDPM_TUTOR_PROFILE", raising=False)
+    assert tr.resolve_profile() == ("gpu" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("DDPM_TUTOR_PROFILE", "smoke")
+    assert tr.resolve_profile() == "smoke" and tr.profile_config().profile == "smoke"
+    assert tr.resolve_profile("cpu") == "cpu"
+    monkeypatch.setenv("DDPM_TUTOR_PROFILE", "fast")
+    with pytest.raises(ValueError, match="unknown profile 'fast'.*DDPM_TUTOR_PROFILE"):
+        tr.resolve_profile()
+
+
+def test_build_schedule_scales_linear_betas():
+    s = tr.build_schedule(replace(TINY))
+    assert s.T == 50 and s.betas[0].item() == pytest.approx(1e-4 * 20) and s.betas[-1].item() == pytest.approx(0.4)
+    full = tr.build_schedule(tr.PROFILES["cpu"])
+    assert full.alpha_bars[-1].item() < 1e-4  # x_T is (nearly) pure noise in every profile
+    assert tr.build_schedule(tr.PROFILES["smoke"]).alpha_bars[-1].item() < 1e-3
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="TrainConfig.steps"):
+        replace(TINY, steps=0)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        replace(TINY, mixed_precision="fp8")
+    with pytest.raises(ValueError, match="unet.T"):
+        replace(TINY, T=60)
+
+
+def test_train_checkpoint_resume_and_load(tmp_path, data):
+    out = tmp_path / "run"
+    first = tr.train(replace(TINY, steps=3), data=data, out_dir=out, progress=False)
+    assert first.steps_run == 3 and (out / "checkpoint.pt").is_file()
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)  # a plain state_dict: no pickled code
+    assert ckpt["step"] == 3 and ckpt["train_config"]["unet"]["channels"] == [8, 16]
+    resumed = tr.train(TINY, data=data, out_dir=out, progress=False)  # 3 more steps to reach 6
+    assert resumed.steps_run == 3 and resumed.history["step"][-1] == 6
+    straight = tr.train(TINY, data=data, progress=False)
+    # resuming gives the same weights as an uninterrupted run (batches, t, eps and dropout continue exactly)
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(straight.ema_model.parameters(), resumed.ema_model.parameters()):
+        torch.testing.assert_close(a, b)
+    assert resumed.history["step"] == [2, 3, 4, 6]  # the first run logged its end at step 3
+    assert straight.history["step"] == [2, 4, 6]
+    assert straight.history["loss"][-1] == pytest.approx(resumed.history["loss"][-1])
+    model, schedule, ck = tr.load_model(out / "checkpoint.pt")
+    assert ck["step"] == 6 and schedule.T == 50
+    torch.testing.assert_close(model.state_dict()["conv_in.weight"], resumed.ema_model.state_dict()["conv_in.weight"])
+
+
+def test_no_half_written_checkpoint(tmp_path, monkeypatch, data):
+    out = tmp_path / "run"
+    tr.train(replace(TINY, steps=3), data=data, out_dir=out, progress=False)
+    before = (out / "checkpoint.pt").read_bytes()
+
+    def boom(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise KeyboardInterrupt("interrupted while writing")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(TINY, data=data, out_dir=out, progress=False)
+    assert (out / "checkpoint.pt").read_bytes() == before  # the old checkpoint is intact
+    assert [p.name for p in out.iterdir()] == ["checkpoint.pt"]  # and no temporary file is left
+
+
+def test_mismatched_config_names_the_fields(tmp_path, data):
+    out = tmp_path / "run"
+    tr.train(replace(TINY, steps=2), data=data, out_dir=out, progress=False)
+    other = replace(TINY, lr=1e-4, unet=replace(TINY_UNET, channels=(8, 24), norm_groups=4))
+    with pytest.raises(tr.CheckpointMismatchError, match=r"lr: 0\.002 in the checkpoint, 0\.0001 here"):
+        tr.train(other, data=data, out_dir=out, progress=False)
+    model = dt.UNet(replace(TINY_UNET, channels=(8, 24)))
+    ckpt = tr.load_checkpoint(out / "checkpoint.pt")
+    with pytest.raises(tr.CheckpointMismatchError, match=r"channels: \[8, 16\] in the checkpoint, \[8, 24\] here"):
+        tr._load_weights(model, ckpt, "ema")
+
+
+def test_foreign_file_is_refused(tmp_path):
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable ddpm_tutor checkpoint"):
+        tr.load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="python -m ddpm_tutor train"):
+        tr.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_nan_loss_stops_training(data):
+    poisoned = data.clone()
+    poisoned[:] = float("nan")
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        tr.train(TINY, data=poisoned, progress=False)
+
+
+def test_data_range_is_checked():
+    with pytest.raises(ValueError, match=r"scaled to \[-1, 1\]"):
+        tr.train(TINY, data=torch.full((8, 1, 28, 28), 255.0), progress=False)
+
+
+def test_training_reduces_the_loss(data):
+    result = tr.train(replace(TINY, steps=40, log_every=10), data=data[:16], progress=False)
+    assert result.history["loss"][-1] < 0.7 * result.history["loss"][0]
+
+
+def test_loss_by_t_shapes(data):
+    result = tr.train(replace(TINY, steps=2), data=data, progress=False)
+    t, loss = tr.loss_by_t(result.ema_model, result.schedule, data[:8], num_bins=5, generator=torch.Generator().manual_seed(0))
+    assert t.tolist() == [0, 12, 24, 37, 49] and loss.shape == (5,) and bool(torch.isfinite(loss).all())
+
+
+def test_cli_train_and_sample(tmp_path, monkeypatch, capsys, data):
+    monkeypatch.setattr(tr, "_training_images", lambda config, d, root: data)
+    monkeypatch.setitem(tr.PROFILES, "smoke", replace(TINY, profile="smoke"))
+    assert main(["train", "--profile", "smoke", "--out", str(tmp_path / "run")]) == 0
+    assert main(["sample", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--n", "4",
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert "profile smoke" in out and "wrote 4 samples" in out
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):
+        main(["sample", "--checkpoint", "x", "--n", "0"])

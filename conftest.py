@@ -7,4 +7,3 @@ Notebook kernels inherit this process's environment, so the training chapter tra
 import os
 
 os.environ.setdefault("DDPM_TUTOR_PROFILE", "smoke")
-os.environ.setdefault("MPLBACKEND", "Agg")

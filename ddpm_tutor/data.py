@@ -162,6 +162,13 @@ def _sha_error(path: Path, name: str, got: str, fix: str) -> MNISTError:
     )
 
 
+def _default_mode() -> int:
+    """The mode a plainly created file would get (0o666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fetch(url: str, dest: Path, name: str, progress: bool) -> None:
     """Stream ``url`` into a temp file next to ``dest``, verify it, then rename atomically.
 
@@ -197,6 +204,7 @@ def _fetch(url: str, dest: Path, name: str, progress: bool) -> None:
                 f"{url}: sha256 of the decompressed content is {got}, expected {SHA256[name]}; "
                 f"the mirror served a different or damaged file"
             )
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the usual umask-based mode
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

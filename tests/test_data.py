@@ -292,6 +292,9 @@ def test_download_from_mirror_into_cache(tmp_path, mirror, monkeypatch):
     images, labels = data.load_mnist("test")  # download=True by default
     cache = tmp_path / "xdg" / "ddpm_tutor" / "mnist"
     assert listing(cache) == sorted(data.FILES["test"])  # only the split asked for, no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (cache / data.FILES["test"][0]).stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     assert images.shape == (N_TEST, 28, 28) and labels.shape == (N_TEST,)
 
 

@@ -66,6 +66,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Write a slim, shippable copy of a checkpoint and its sha256 record."""
+    from .training import export_checkpoint
+
+    note = {"command": args.command_note} if args.command_note else None
+    record = export_checkpoint(args.checkpoint, args.out, note=note)
+    print(f"wrote {args.out} ({record['bytes'] / 1e6:.1f} MB, sha256 {record['sha256']})")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -120,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also report the classifier's confident fraction and class histogram")
     sa.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     sa.set_defaults(func=_cmd_sample)
+
+    ex = sub.add_parser(
+        "export",
+        help="write a slim copy of a checkpoint (weights and configs, no optimiser) with its sha256",
+        description="Strip the optimiser state from a training checkpoint and record the file's sha256 in a .json beside it.",
+    )
+    ex.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `train`")
+    ex.add_argument("--out", required=True, help="the slim .pt to write (its .json record goes beside it)")
+    ex.add_argument("--command-note", default=None, help="the command that trained the checkpoint, kept in the record")
+    ex.set_defaults(func=_cmd_export)
     return parser
 
 

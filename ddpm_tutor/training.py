@@ -51,6 +51,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_pretrained",
+    "export_checkpoint",
     "loss_by_t",
     "CheckpointMismatchError",
 ]
@@ -273,6 +274,34 @@ def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSche
         )
     model, schedule, _ = load_model(PRETRAINED, which="ema", device=device)
     return model, schedule
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write a slim copy of a checkpoint for shipping (weights and configs; no optimiser state),
+    plus ``dst`` with suffix ``.json`` recording its sha256, step, training time and ``note``.
+
+    Returns the JSON record. Both files are written atomically.
+    """
+    ckpt = load_checkpoint(src)
+    slim = {k: ckpt[k] for k in ("format", "step", "train_config", "model", "ema", "history", "train_seconds", "torch_version") if k in ckpt}
+    dst = Path(dst)
+    save_checkpoint(dst, slim)
+    record = {
+        "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(),
+        "bytes": dst.stat().st_size,
+        "step": int(ckpt["step"]),
+        "train_seconds": round(float(ckpt.get("train_seconds", 0.0)), 1),
+        "profile": ckpt["train_config"]["profile"],
+        "torch_version": ckpt.get("torch_version"),
+        **(note or {}),
+    }
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(record, fh, indent=2)
+        fh.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dst.with_suffix(".json"))
+    return record
 
 
 # ----------------------------------------------------------------------------- training

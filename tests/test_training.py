@@ -146,3 +146,26 @@ def test_cli_train_and_sample(tmp_path, monkeypatch, capsys, data):
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", "x", "--n", "0"])
+
+
+def test_export_is_slim_and_loads(tmp_path, data):
+    tr.train(replace(TINY, steps=2), data=data, out_dir=tmp_path / "run", progress=False)
+    record = tr.export_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "slim.pt", note={"command": "x"})
+    slim = torch.load(tmp_path / "slim.pt", weights_only=True)
+    assert "optimizer" not in slim and set(slim) >= {"ema", "model", "train_config", "step"}
+    assert record["sha256"] == hashlib.sha256((tmp_path / "slim.pt").read_bytes()).hexdigest()
+    assert record["command"] == "x" and record["step"] == 2
+    model, schedule, _ = tr.load_model(tmp_path / "slim.pt")
+    assert schedule.T == 50
+
+
+def test_pretrained_is_verified(tmp_path, monkeypatch, data):
+    tr.train(replace(TINY, steps=2), data=data, out_dir=tmp_path / "run", progress=False)
+    tr.export_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "ref.pt")
+    monkeypatch.setattr(tr, "PRETRAINED", tmp_path / "ref.pt")
+    model, schedule = tr.load_pretrained()
+    assert not model.training and schedule.T == 50
+    with open(tmp_path / "ref.pt", "ab") as fh:  # a damaged file is refused before torch.load sees it
+        fh.write(b"\0")
+    with pytest.raises(ValueError, match="sha256 .* expected .*corrupt"):
+        tr.load_pretrained()

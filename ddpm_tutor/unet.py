@@ -1,26 +1,34 @@
 """The noise-prediction network eps_theta(x_t, t): a small U-Net sized for 28x28 MNIST.
 
-Ho et al. 2020 (sec. 4 and App. B) train a U-Net (a PixelCNN++ backbone with
-group normalisation, a sinusoidal timestep embedding added in every residual
-block, and self-attention at 16x16) to predict the noise eps that made
-``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps`` (eq. 4), trained with
-the simple loss ``|| eps - eps_theta(x_t, t) ||^2`` (eq. 14).
+Ho et al. 2020 (sec. 4 and App. B) predict the noise eps that made
+``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps`` (eq. 4) with a U-Net:
+a PixelCNN++ backbone with group normalisation, a sinusoidal timestep embedding
+added in every residual block, and self-attention at one low resolution. It is
+trained with the simple loss ``|| eps - eps_theta(x_t, t) ||^2`` (eq. 14).
 
-This module keeps every ingredient of that network but is sized for a laptop CPU
-(the bench in ``benchmarks/bench_unet.py`` compares it with diffusers'
-``UNet2DModel``):
+This module keeps every one of those ingredients but is built to train fast on
+a laptop CPU, where the cost is almost all 3x3 convolutions (their backward
+pass especially) plus the memory traffic of GroupNorm and SiLU. A 3x3
+convolution at 28x28 costs 16 times one at 7x7 with the same channels, so:
 
-* the 28x28 level is thin (few channels, one block), since a 3x3 convolution
-  there costs 16 times what it costs at 7x7 for the same channel count;
-* self-attention runs only at the lowest resolution (7x7, 49 tokens), through
-  :func:`torch.nn.functional.scaled_dot_product_attention`;
-* one skip connection per resolution (concatenated, as in the original U-Net)
-  instead of one per residual block;
+* the 28x28 level is thin (16 channels, one residual block each way); most of
+  the parameters sit at 14x14 and 7x7 where they are cheap;
+* self-attention runs only at the lowest resolution (7x7, 49 positions),
+  through :func:`torch.nn.functional.scaled_dot_product_attention`;
+* one skip connection per resolution, *added* to the upsampled features
+  (concatenating doubles the input of the next convolution; on a CPU that
+  convolution's backward pass then costs more than twice as much);
 * upsampling changes the channel count with a 3x3 convolution at the *low*
-  resolution and then repeats pixels (nearest neighbour), so no convolution
-  runs on the upsampled, four times larger map.
+  resolution and then repeats pixels (nearest neighbour), so no extra
+  convolution runs on the four times larger map;
+* no dropout by default (it draws a random number per activation, slow on a
+  CPU; Ho et al. needed it only against overfitting CIFAR-10 in 800k steps).
 
-Shapes: ``B`` batch, ``C`` channels, ``H = W = image_size``, ``E`` embedding width.
+``benchmarks/bench_unet.py`` measures the result against diffusers'
+``UNet2DModel`` in the configuration of Hugging Face's diffusion course.
+
+Shapes: ``B`` batch, ``C`` channels, ``H = W = image_size``, ``E`` embedding width,
+``L = len(channels)`` resolutions.
 """
 
 from __future__ import annotations
@@ -40,27 +48,29 @@ __all__ = ["UNetConfig", "UNet", "timestep_embedding"]
 class UNetConfig:
     """Settings of :class:`UNet`; saved inside every checkpoint (see :meth:`to_dict`).
 
-    The defaults (about 1.1 M parameters) are sized for 28x28 single-channel MNIST.
+    The defaults (1.12 M parameters, 79 M multiply-adds per 28x28 image) are sized
+    for single-channel MNIST; see the module docstring for why they look the way they do.
     """
 
     in_channels: int = 1  # C of x_t (1 for MNIST greyscale)
     out_channels: int = 1  # C of eps_theta; equals in_channels for eps-prediction
     image_size: int = 28  # H = W of x_t; divisible by 2 ** (len(channels) - 1)
-    channels: tuple[int, ...] = (32, 64, 128)  # feature channels per resolution: 28x28, 14x14, 7x7
-    num_res_blocks: tuple[int, ...] = (1, 2, 2)  # residual blocks per resolution, down path (the up path mirrors it)
+    channels: tuple[int, ...] = (16, 64, 128)  # feature channels per resolution: 28x28 (thin: costly), 14x14, 7x7
+    num_res_blocks: tuple[int, ...] = (1, 1, 1)  # residual blocks per resolution on the way down, and again on the way up
     time_embed_dim: int = 128  # width E of the timestep embedding after its MLP
     attention_heads: int = 4  # heads of the self-attention at the lowest resolution (must divide channels[-1])
     norm_groups: int = 8  # GroupNorm groups (must divide every entry of channels)
-    dropout: float = 0.1  # dropout inside residual blocks (Ho et al. 2020 use 0.1 on CIFAR-10)
+    dropout: float = 0.0  # dropout in residual blocks (Ho et al. 2020: 0.1 on CIFAR-10); costs ~10% on a CPU
     scale_shift: bool = True  # time embedding gives a scale and shift after the 2nd norm (FiLM) instead of a plain add
     T: int = 1000  # number of diffusion steps; t must lie in 0..T-1 (code step t = paper step t+1)
 
     def __post_init__(self) -> None:
-        # Accept lists (from JSON) and a single int for num_res_blocks; store tuples.
+        # Accept lists (from JSON) and an int for num_res_blocks (the same at every resolution); store tuples,
+        # so that the config stays hashable and two equal configs compare equal.
+        if isinstance(self.num_res_blocks, int) and not isinstance(self.num_res_blocks, bool) and isinstance(self.channels, (tuple, list)):
+            object.__setattr__(self, "num_res_blocks", (self.num_res_blocks,) * len(self.channels))
         for name in ("channels", "num_res_blocks"):
             value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool) and name == "num_res_blocks":
-                value = (value,) * len(tuple(self.channels))
             if not isinstance(value, (tuple, list)):
                 raise TypeError(f"UNetConfig.{name} must be a tuple of ints, got {type(value).__name__}")
             object.__setattr__(self, name, tuple(value))
@@ -68,14 +78,16 @@ class UNetConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"UNetConfig.{name} must be a positive int, got {value!r}")
-        if len(self.channels) < 1 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.channels):
-            raise ValueError(f"UNetConfig.channels must be a non-empty tuple of positive ints, got {self.channels}")
+        if len(self.channels) < 2 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.channels):
+            raise ValueError(
+                f"UNetConfig.channels must hold at least two positive ints (one per resolution), got {self.channels}"
+            )
         if len(self.num_res_blocks) != len(self.channels) or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.num_res_blocks
         ):
             raise ValueError(
                 f"UNetConfig.num_res_blocks must hold one positive int per entry of channels "
-                f"({len(self.channels)}), got {self.num_res_blocks}"
+                f"({len(self.channels)} here), got {self.num_res_blocks}"
             )
         bad = [c for c in self.channels if c % self.norm_groups]
         if bad:
@@ -140,30 +152,35 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class ResBlock(nn.Module):
-    """Residual block: GroupNorm, SiLU, conv, add the time embedding, GroupNorm, SiLU, dropout, conv, plus skip."""
+    """Residual block: GroupNorm, SiLU, conv, add the time embedding, GroupNorm, SiLU, dropout, conv, plus x.
 
-    def __init__(self, in_ch: int, out_ch: int, embed_dim: int, groups: int, dropout: float, scale_shift: bool):
+    With ``scale_shift`` the embedding instead gives a per-channel scale and shift
+    applied after the second GroupNorm, ``norm(h) * (1 + scale) + shift``
+    (FiLM, as in Nichol & Dhariwal 2021); without it the embedding is added to
+    ``h`` before that norm, as in Ho et al. 2020.
+    """
+
+    def __init__(self, ch: int, embed_dim: int, groups: int, dropout: float, scale_shift: bool):
         super().__init__()
         self.scale_shift = scale_shift
-        self.norm1 = nn.GroupNorm(groups, in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.embed = nn.Linear(embed_dim, 2 * out_ch if scale_shift else out_ch)
-        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.norm1 = nn.GroupNorm(groups, ch)
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.embed = nn.Linear(embed_dim, 2 * ch if scale_shift else ch)
+        self.norm2 = nn.GroupNorm(groups, ch)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        # x: (B, in_ch, H, W); emb: (B, E) already passed through SiLU
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, out_ch, H, W)
-        e = self.embed(emb)[:, :, None, None]  # (B, out_ch or 2*out_ch, 1, 1)
+        # x: (B, ch, H, W); emb: (B, E), already passed through SiLU
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, ch, H, W)
+        e = self.embed(emb)[:, :, None, None]  # (B, 2 ch or ch, 1, 1)
         if self.scale_shift:
-            scale, shift = e.chunk(2, dim=1)  # (B, out_ch, 1, 1) each
+            scale, shift = e.chunk(2, dim=1)  # (B, ch, 1, 1) each
             h = self.norm2(h) * (1 + scale) + shift
         else:
             h = self.norm2(h + e)
-        h = self.conv2(self.dropout(F.silu(h)))  # (B, out_ch, H, W)
-        return h + self.skip(x)
+        h = self.conv2(self.dropout(F.silu(h)))  # (B, ch, H, W)
+        return x + h
 
 
 class SelfAttention(nn.Module):
@@ -209,14 +226,24 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): predicts the noise in ``x_t`` (Ho et al. 2020, eq. 11 and 14).
+    r"""eps_theta(x_t, t): predicts the noise in ``x_t`` (Ho et al. 2020, eq. 11 and 14).
 
     ``model(xt, t)`` takes ``xt`` of shape ``(B, C, H, W)`` (float, ``C = config.in_channels``,
     ``H = W = config.image_size``) and ``t`` of shape ``(B,)`` (``torch.long``, code steps
-    ``0..T-1``) and returns ``eps_theta`` with ``xt``'s shape and dtype (``C = out_channels``).
+    ``0..T-1``; code step t is the paper's step t+1) and returns eps_theta of shape
+    ``(B, out_channels, H, W)`` in ``xt``'s dtype.
 
-    The output convolution starts at zero, so an untrained model predicts eps = 0.
-    Works with ``model.to(memory_format=torch.channels_last)`` (usually faster on CPU).
+    Layout with the default config (channels 16, 64, 128; one block per resolution each way)::
+
+        x_t (B,1,28,28) -> conv_in -> res ------------------------------(+)-> res -> norm, SiLU, conv_out -> eps
+                                        \ down                          / up
+                               (B,64,14,14) res ---------------(+)-> res
+                                              \ down           / up
+                                      (B,128,7,7) res -> attention -> res
+
+    Every residual block also receives the timestep embedding. The output
+    convolution starts at zero, so an untrained model predicts eps = 0.
+    Works with ``model.to(memory_format=torch.channels_last)``, which is faster on CPUs.
     """
 
     def __init__(self, config: UNetConfig | None = None):
@@ -227,38 +254,26 @@ class UNet(nn.Module):
             raise TypeError(f"config must be a UNetConfig, got {type(config).__name__}; use UNetConfig.from_dict(d)")
         self.config = cfg = config
         ch, E, G = cfg.channels, cfg.time_embed_dim, cfg.norm_groups
-        block = lambda i, o: ResBlock(i, o, E, G, cfg.dropout, cfg.scale_shift)  # noqa: E731
-        levels = len(ch)
+
+        def blocks(c: int, n: int) -> nn.ModuleList:
+            return nn.ModuleList([ResBlock(c, E, G, cfg.dropout, cfg.scale_shift) for _ in range(n)])
 
         # Timestep embedding: sinusoid of width E, then a 2-layer MLP (Ho et al. 2020, App. B).
         self.time_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E))
-
         self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
 
-        # Down path: at level i, num_res_blocks[i] blocks, keep a skip, then downsample to level i+1.
-        self.down = nn.ModuleList()
-        self.downsample = nn.ModuleList()
-        in_ch = ch[0]
-        for i in range(levels):
-            self.down.append(nn.ModuleList([block(in_ch if j == 0 else ch[i], ch[i]) for j in range(cfg.num_res_blocks[i])]))
-            in_ch = ch[i]
-            if i < levels - 1:
-                self.downsample.append(Downsample(ch[i], ch[i]))
-        self.down_attn = SelfAttention(ch[-1], cfg.attention_heads, G)
+        # Down path: at every resolution but the lowest, residual blocks, keep a skip, then halve H and W.
+        self.down = nn.ModuleList([blocks(ch[i], n) for i, n in enumerate(cfg.num_res_blocks[:-1])])
+        self.downsample = nn.ModuleList([Downsample(ch[i], ch[i + 1]) for i in range(len(ch) - 1)])
 
-        # Middle, at the lowest resolution: block, attention, block.
-        self.mid1 = block(ch[-1], ch[-1])
+        # Lowest resolution, where the two paths meet: residual blocks, self-attention, residual blocks.
+        self.mid_down = blocks(ch[-1], cfg.num_res_blocks[-1])
         self.mid_attn = SelfAttention(ch[-1], cfg.attention_heads, G)
-        self.mid2 = block(ch[-1], ch[-1])
+        self.mid_up = blocks(ch[-1], cfg.num_res_blocks[-1])
 
-        # Up path, lowest level first: concatenate that level's skip, blocks, then upsample to level i-1.
-        self.up = nn.ModuleList()
-        self.upsample = nn.ModuleList()
-        for i in reversed(range(levels)):
-            self.up.append(nn.ModuleList([block(2 * ch[i] if j == 0 else ch[i], ch[i]) for j in range(cfg.num_res_blocks[i])]))
-            if i > 0:
-                self.upsample.append(Upsample(ch[i], ch[i - 1]))
-        self.up_attn = SelfAttention(ch[-1], cfg.attention_heads, G)
+        # Up path, the mirror image of the down path: double H and W, add the skip, residual blocks.
+        self.upsample = nn.ModuleList([Upsample(ch[i + 1], ch[i]) for i in range(len(ch) - 1)])
+        self.up = nn.ModuleList([blocks(ch[i], n) for i, n in enumerate(cfg.num_res_blocks[:-1])])
 
         self.norm_out = nn.GroupNorm(G, ch[0])
         self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
@@ -301,24 +316,21 @@ class UNet(nn.Module):
 
         h = self.conv_in(xt)  # (B, ch[0], H, W)
         skips = []
-        for i, blocks in enumerate(self.down):
-            for blk in blocks:
-                h = blk(h, emb)  # (B, ch[i], H / 2**i, W / 2**i)
-            if i == len(self.down) - 1:
-                h = self.down_attn(h)
+        for i, (blocks, down) in enumerate(zip(self.down, self.downsample)):
+            for block in blocks:
+                h = block(h, emb)  # (B, ch[i], H / 2**i, W / 2**i)
             skips.append(h)
-            if i < len(self.downsample):
-                h = self.downsample[i](h)  # (B, ch[i], H / 2**(i+1), W / 2**(i+1))
+            h = down(h)  # (B, ch[i+1], H / 2**(i+1), W / 2**(i+1))
 
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)  # (B, ch[-1], H / 2**(L-1), W / 2**(L-1))
+        for block in self.mid_down:
+            h = block(h, emb)  # (B, ch[-1], H / 2**(L-1), W / 2**(L-1))
+        h = self.mid_attn(h)
+        for block in self.mid_up:
+            h = block(h, emb)
 
-        for k, blocks in enumerate(self.up):  # k = 0 is the lowest resolution
-            h = torch.cat([h, skips.pop()], dim=1)  # (B, 2 ch[i], ...)
-            for blk in blocks:
-                h = blk(h, emb)  # (B, ch[i], ...)
-            if k == 0:
-                h = self.up_attn(h)
-            if k < len(self.upsample):
-                h = self.upsample[k](h)  # (B, ch[i-1], 2x the size)
+        for i in reversed(range(len(self.up))):
+            h = self.upsample[i](h) + skips.pop()  # (B, ch[i], H / 2**i, W / 2**i)
+            for block in self.up[i]:
+                h = block(h, emb)
 
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, out_channels, H, W)

@@ -134,7 +134,7 @@ def _profiles() -> dict[str, TrainConfig]:
     )
     # 2 cores: a thin U-Net (0.5 M parameters, no dropout for a short run) and T = 400 steps, so that
     # sampling the 1,000 images that judge it takes minutes rather than an hour.
-    cpu_unet = UNetConfig(channels=(16, 32, 64), num_res_blocks=(1, 1, 1), dropout=0.0, T=400)
+    cpu_unet = UNetConfig(channels=(16, 32, 64), num_res_blocks=(1, 1, 1), norm_groups=8, dropout=0.0, T=400)
     cpu = TrainConfig(
         profile="cpu", steps=3000, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.998, T=400,
         sample_every=1000, checkpoint_every=250, log_every=50, unet=cpu_unet,

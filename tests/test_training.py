@@ -187,3 +187,10 @@ def test_shipped_reference_model_denoises_real_digits():
     with torch.inference_mode():
         loss = dt.simple_loss(model, schedule, x0, generator=g).item()
     assert loss < 0.1, f"L_simple of the reference model is {loss:.3f}; the trivial predictor scores 1.0"
+
+
+def test_cpu_profile_is_the_reference_run():
+    """The shipped checkpoint was trained with exactly the cpu profile (so the training chapter can resume it)."""
+    ckpt = torch.load(tr.PRETRAINED, weights_only=True)
+    assert ckpt["train_config"] == tr.PROFILES["cpu"].to_dict()
+    assert ckpt["step"] == tr.PROFILES["cpu"].steps

@@ -33,8 +33,9 @@ def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_v
         x = x[:, 0]
     if x.dim() != 3 or x.shape[0] == 0:
         raise ValueError(f"x must have shape (N, H, W) or (N, 1, H, W) with N >= 1, got {tuple(x.shape)}")
+    is_pixels = x.dtype == torch.uint8
     x = x.detach().float().cpu()
-    x = x / 255.0 if x.max() > 1.5 else (x.clamp(-1, 1) + 1) / 2
+    x = x / 255.0 if is_pixels else (x.clamp(-1, 1) + 1) / 2
     n, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)

@@ -195,6 +195,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is readable like any other file
         os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
     except BaseException:
         if os.path.exists(tmp):

@@ -1,9 +1,12 @@
-"""Command line: ``python -m ddpm_tutor {check,train,sample}``."""
+"""Command line: ``python -m ddpm_tutor {check,train,sample,export}``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 
 from . import __version__
 
@@ -56,13 +59,30 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
+    start = time.perf_counter()
     x = sample(model, schedule, shape, generator=generator, variance=args.variance)
+    seconds = time.perf_counter() - start
     path = save_image_grid(x, args.out)
-    print(f"wrote {args.n} samples to {path}")
-    if args.quality:
+    print(f"wrote {args.n} samples to {path} ({args.n} x {schedule.T} steps in {seconds:.0f} s on {device})")
+    if args.quality or args.quality_json:
         from .metrics import sample_quality
 
-        print(sample_quality(x))
+        quality = sample_quality(x)
+        print(quality)
+        print("target (>= 90% confident, every digit >= 5%):", "met" if quality.passes() else "NOT met")
+        if args.quality_json:
+            record = {
+                **quality.to_dict(),
+                "checkpoint": args.checkpoint,
+                "weights": "raw" if args.raw else "ema",
+                "variance": args.variance,
+                "seed": args.seed,
+                "sampling_seconds": round(seconds, 1),
+                "device": str(device),
+                "torch_version": torch.__version__,
+            }
+            Path(args.quality_json).write_text(json.dumps(record, indent=2) + "\n")
+            print(f"wrote {args.quality_json}")
     return 0
 
 
@@ -128,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     sa.add_argument("--quality", action="store_true",
                     help="also report the classifier's confident fraction and class histogram")
+    sa.add_argument("--quality-json", default=None, metavar="PATH",
+                    help="also write the quality numbers (and how they were obtained) to this JSON file; implies --quality")
     sa.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     sa.set_defaults(func=_cmd_sample)
 

@@ -137,6 +137,17 @@ class SampleQuality:
         least ``min_class_fraction`` of the predictions."""
         return self.confident_fraction >= target_confident and self.min_class_fraction >= min_class_fraction
 
+    def to_dict(self) -> dict:
+        """The summary numbers as plain Python values (for JSON): no per-image tensors."""
+        return {
+            "n": self.n,
+            "threshold": self.threshold,
+            "confident_fraction": self.confident_fraction,
+            "min_class_fraction": self.min_class_fraction,
+            "counts": list(self.counts),
+            "passes_target": self.passes(),
+        }
+
     def __str__(self) -> str:
         hist = " ".join(f"{d}:{c}" for d, c in enumerate(self.counts))
         return (

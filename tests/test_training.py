@@ -1,6 +1,8 @@
 """Training loop, profiles, checkpoints and the command line (tiny configurations, seconds)."""
 
 import hashlib
+import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -129,6 +131,29 @@ def test_training_reduces_the_loss(data):
     assert result.history["loss"][-1] < 0.7 * result.history["loss"][0]
 
 
+def test_cosine_lr_decay(tmp_path, data):
+    config = replace(TINY, steps=10, warmup_steps=2, log_every=1, lr_decay="cosine")
+    lrs = tr.train(config, data=data, progress=False).history["lr"]
+    assert lrs[:2] == pytest.approx([1e-3, 2e-3])  # warm-up to the peak
+    assert lrs[2] == pytest.approx(2e-3) and all(a > b for a, b in zip(lrs[2:], lrs[3:]))  # then falls every step
+    assert lrs[-1] == pytest.approx(2e-3 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))  # toward 0 at step 10
+    assert tr.train(replace(config, lr_decay="constant"), data=data, progress=False).history["lr"][2:] == pytest.approx([2e-3] * 8)
+    with pytest.raises(ValueError, match="lr_decay must be 'constant' or 'cosine'"):
+        replace(TINY, lr_decay="step")
+
+
+def test_checkpoint_from_before_a_new_field_resumes(tmp_path, data):
+    """A checkpoint whose train_config lacks a field added later (lr_decay) resumes with that field's default."""
+    out = tmp_path / "run"
+    tr.train(replace(TINY, steps=2), data=data, out_dir=out, progress=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    del ckpt["train_config"]["lr_decay"]
+    tr.save_checkpoint(out / "checkpoint.pt", ckpt)
+    assert tr.train(replace(TINY, steps=4), data=data, out_dir=out, progress=False).steps_run == 2
+    with pytest.raises(tr.CheckpointMismatchError, match="lr_decay: 'constant' in the checkpoint, 'cosine' here"):
+        tr.train(replace(TINY, steps=6, lr_decay="cosine"), data=data, out_dir=out, progress=False)
+
+
 def test_loss_by_t_shapes(data):
     result = tr.train(replace(TINY, steps=2), data=data, progress=False)
     t, loss = tr.loss_by_t(result.ema_model, result.schedule, data[:8], num_bins=5, generator=torch.Generator().manual_seed(0))
@@ -144,6 +169,13 @@ def test_cli_train_and_sample(tmp_path, monkeypatch, capsys, data):
     out = capsys.readouterr().out
     assert "profile smoke" in out and "wrote 4 samples" in out
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record_path = tmp_path / "quality.json"
+    assert main(["sample", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--n", "5", "--seed", "3",
+                 "--out", str(tmp_path / "grid5.png"), "--quality-json", str(record_path)]) == 0
+    record = json.loads(record_path.read_text())
+    assert record["n"] == 5 and sum(record["counts"]) == 5 and record["seed"] == 3 and record["weights"] == "ema"
+    assert 0.0 <= record["confident_fraction"] <= 1.0 and record["passes_target"] is False  # 5 images cannot cover 10 digits
+    assert "SampleQuality(n=5" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", "x", "--n", "0"])
 

@@ -131,7 +131,7 @@ def test_training_reduces_the_loss(data):
     assert result.history["loss"][-1] < 0.7 * result.history["loss"][0]
 
 
-def test_cosine_lr_decay(tmp_path, data):
+def test_cosine_lr_decay(data):
     config = replace(TINY, steps=10, warmup_steps=2, log_every=1, lr_decay="cosine")
     lrs = tr.train(config, data=data, progress=False).history["lr"]
     assert lrs[:2] == pytest.approx([1e-3, 2e-3])  # warm-up to the peak

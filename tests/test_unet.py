@@ -50,6 +50,14 @@ def one_step(model: UNet, lr: float = 1e-2, seed: int = 0) -> None:
     opt.zero_grad(set_to_none=True)
 
 
+def stepped_tiny_model() -> UNet:
+    """The TINY U-Net after one training step (so its output is no longer zero), in eval mode."""
+    torch.manual_seed(0)
+    model = UNet(TINY)
+    one_step(model)
+    return model.eval()
+
+
 def test_default_output_shape_and_dtype():
     torch.manual_seed(0)
     model = UNet()
@@ -165,10 +173,7 @@ def test_timestep_embedding_values():
 
 
 def test_output_depends_on_t_after_one_step():
-    torch.manual_seed(0)
-    model = UNet(TINY)
-    one_step(model)
-    model.eval()
+    model = stepped_tiny_model()
     xt, _, _ = tiny_batch()
     with torch.no_grad():
         out_early = model(xt, torch.zeros(4, dtype=torch.long))
@@ -206,10 +211,7 @@ def test_tiny_model_fits_a_fixed_batch():
 
 
 def test_channels_last_matches_contiguous():
-    torch.manual_seed(0)
-    model = UNet(TINY)
-    one_step(model)
-    model.eval()
+    model = stepped_tiny_model()
     xt, t, _ = tiny_batch()
     with torch.no_grad():
         ref = model(xt, t)

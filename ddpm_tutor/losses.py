@@ -6,7 +6,8 @@ Chapters 5-6 of the book. With L = L_T + sum_{t=2}^{T} L_{t-1} + L_0 (Ho et al. 
 * :func:`kl_term` is L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)), paper t >= 2 (code t >= 1);
 * :func:`decoder_nll` is L_0 = -log p_theta(x_0 | x_1), the discretised Gaussian decoder (sec. 3.3);
 * :func:`vlb_bits_per_dim` adds them up and reports bits per dimension;
-* :func:`simple_loss` is L_simple = E ||eps - eps_theta(x_t, t)||^2 (eq. 14).
+* :func:`simple_loss` is L_simple = E ||eps - eps_theta(x_t, t)||^2 (eq. 14);
+* :func:`min_snr_weights` re-weights it per t (min-SNR-gamma, Hang et al. 2023), an option of training.
 
 All KL and NLL values are in nats, summed over the non-batch dimensions, shape ``(B,)``.
 """
@@ -28,6 +29,7 @@ from .schedules import NoiseSchedule
 
 __all__ = [
     "simple_loss",
+    "min_snr_weights",
     "normal_kl",
     "prior_kl",
     "kl_term",
@@ -76,6 +78,21 @@ def simple_loss(
     check_same_shape(eps, eps_theta, "noise", "the model output eps_theta")
     per_sample = (eps - eps_theta.float()).pow(2).flatten(1).mean(dim=1)
     return per_sample.mean() if reduction == "mean" else per_sample
+
+
+def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-gamma weights for the eps-loss (Hang et al. 2023): min(SNR_t, gamma) / SNR_t, shape ``(B,)``.
+
+    The eps-loss of step t equals SNR_t times the x_0-loss, so L_simple gives the nearly noise-free steps
+    (SNR in the thousands at paper t = 1) the largest losses and gradients, though an error there barely
+    moves x_0. These weights cap the x_0-weight at gamma: steps with SNR_t <= gamma keep weight 1 (as in
+    L_simple), cleaner steps are scaled down to gamma / SNR_t. ``t`` holds code steps 0..T-1.
+    """
+    if not gamma > 0:
+        raise ValueError(f"gamma must be > 0 (Hang et al. use 5), got {gamma}")
+    t = check_t(t, schedule.T)
+    snr = schedule.snr().to(t.device)[t].to(torch.float32)  # (B,); float64 in the schedule, so 1 - alpha_bar stays exact
+    return snr.clamp(max=gamma) / snr
 
 
 def normal_kl(mean1: torch.Tensor, var1: torch.Tensor, mean2: torch.Tensor, var2: torch.Tensor) -> torch.Tensor:

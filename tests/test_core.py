@@ -250,6 +250,23 @@ def test_simple_loss_is_zero_for_the_true_noise_and_one_for_zero():
     assert dt.simple_loss(zero, s, x0, reduction="none").shape == (64,)
 
 
+def test_min_snr_weights_cap_the_x0_weight_at_gamma():
+    """||eps - eps_hat||^2 = SNR_t ||x0 - x0_hat||^2, so min-SNR weights turn the eps-loss into min(SNR_t, gamma) x0-losses."""
+    s = dt.linear_schedule()
+    t = torch.arange(0, 1000, 37)
+    w = dt.losses.min_snr_weights(s, t, gamma=5.0)
+    snr = s.snr()[t]
+    assert torch.equal(w == 1, snr <= 5) and bool((w[snr > 5] < 1).all()) and w[0].item() == pytest.approx(5 / snr[0].item())
+    x0, eps = torch.rand(t.shape[0], 1, 8, 8) * 2 - 1, torch.randn(t.shape[0], 1, 8, 8)
+    eps_hat = eps + 0.1 * torch.randn_like(eps)
+    xt = dt.q_sample(s, x0, t, noise=eps)
+    x0_err = (x0 - dt.predict_x0(s, xt, t, eps_hat)).pow(2).flatten(1).mean(1)
+    eps_err = (eps - eps_hat).pow(2).flatten(1).mean(1)
+    assert (w * eps_err).tolist() == pytest.approx((snr.clamp(max=5).float() * x0_err).tolist(), rel=1e-3)
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        dt.losses.min_snr_weights(s, t, gamma=0.0)
+
+
 def test_kl_term_is_the_weighted_eps_error_for_beta_tilde():
     """Eq. 8 + eq. 12: with sigma^2 = beta_tilde, L_{t-1} = w_t ||eps - eps_theta||^2, w_t = beta^2 / (2 sigma^2 alpha (1 - alpha_bar))."""
     s = dt.linear_schedule()

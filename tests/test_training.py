@@ -142,6 +142,19 @@ def test_cosine_lr_decay(data):
         replace(TINY, lr_decay="step")
 
 
+def test_min_snr_loss_weighting(data):
+    """The same run with min-SNR weights logs a smaller loss (every weight is <= 1) and trains other weights."""
+    config = replace(TINY, steps=2, log_every=1)
+    plain = tr.train(config, data=data, progress=False)
+    weighted = tr.train(replace(config, loss_weighting="min_snr", min_snr_gamma=1.0), data=data, progress=False)
+    assert weighted.history["loss"][0] < plain.history["loss"][0]
+    assert not torch.equal(weighted.model.conv_in.weight, plain.model.conv_in.weight)
+    with pytest.raises(ValueError, match="loss_weighting must be 'none' or 'min_snr'"):
+        replace(TINY, loss_weighting="p2")
+    with pytest.raises(ValueError, match="min_snr_gamma must be > 0"):
+        replace(TINY, min_snr_gamma=-1.0)
+
+
 def test_checkpoint_from_before_a_new_field_resumes(tmp_path, data):
     """A checkpoint whose train_config lacks a field added later (lr_decay) resumes with that field's default."""
     out = tmp_path / "run"

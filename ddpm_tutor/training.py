@@ -485,6 +485,10 @@ def train(
             "torch_version": str(torch.__version__),
         })
 
+    # lambda_t for every step, computed once: the loop only indexes it (no per-step schedule maths or syncs).
+    loss_weights = None
+    if config.loss_weighting == "min_snr":
+        loss_weights = min_snr_weights(schedule, torch.arange(schedule.T, device=device), config.min_snr_gamma)
     model.train()
     running, running_n, last_ckpt = 0.0, 0, None
     t0 = time.perf_counter()
@@ -499,9 +503,9 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            if config.loss_weighting == "min_snr":
+            if loss_weights is not None:
                 per_image = simple_loss(step_model, schedule, x0, t=t, noise=eps, reduction="none")
-                loss = (per_image * min_snr_weights(schedule, t, config.min_snr_gamma)).mean()
+                loss = (per_image * loss_weights[t]).mean()
             else:
                 loss = simple_loss(step_model, schedule, x0, t=t, noise=eps)  # Algorithm 1, line 5
         if not torch.isfinite(loss):

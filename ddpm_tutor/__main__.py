@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -35,8 +36,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     if args.compile is not None:
         overrides["compile"] = args.compile
+    if args.loss_weighting is not None:
+        overrides["loss_weighting"] = args.loss_weighting
+    if args.min_snr_gamma is not None:
+        overrides["min_snr_gamma"] = args.min_snr_gamma
+    base = profile_config(profile)
+    unet_overrides = {}
+    if args.T is not None:  # the schedule and the network's time embedding must agree on T
+        overrides["T"] = unet_overrides["T"] = args.T
+    if args.channels is not None:
+        if len(args.channels) != len(base.unet.channels):
+            raise SystemExit(
+                f"--channels: the {profile} profile's U-Net has {len(base.unet.channels)} resolutions "
+                f"{tuple(base.unet.channels)}; give that many comma-separated widths"
+            )
+        unet_overrides["channels"] = args.channels
+    if unet_overrides:
+        overrides["unet"] = replace(base.unet, **unet_overrides)
     config = profile_config(profile, **overrides)
     print(f"profile {profile}: {PROFILE_NOTES[profile]}")
+    changed = {k: v for k, v in overrides.items() if k != "unet"} | {f"unet.{k}": v for k, v in unet_overrides.items()}
+    if changed:
+        print("overridden: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     result = train(config, data_root=args.data, out_dir=args.out, resume=not args.no_resume, device=args.device)
     last = result.history["loss"][-1] if result.history["loss"] else float("nan")
     print(f"trained {result.steps_run} steps in {result.seconds / 60:.1f} min; last loss {last:.4f}")
@@ -103,6 +124,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers such as 16,64,128, got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return widths
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ddpm_tutor",
@@ -116,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "train",
         help="train the U-Net on MNIST (Algorithm 1)",
-        description="Train the epsilon-prediction U-Net on MNIST with L_simple. A checkpoint is written to "
+        description="Train the epsilon-prediction U-Net on MNIST (Algorithm 1: L_simple, with min-SNR weights in "
+        "the cpu profile). A checkpoint is written to "
         "OUT/checkpoint.pt every few hundred steps; running the same command again resumes from it.",
     )
     tr.add_argument("--profile", choices=["gpu", "cpu", "smoke"], default=None,
@@ -127,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile the model (default: the profile's choice)")
+    tr.add_argument("--T", type=_positive_int, default=None,
+                    help="override the number of diffusion steps T (schedule and network together; "
+                    "a linear schedule keeps beta_t * T fixed)")
+    tr.add_argument("--channels", type=_channels, default=None, metavar="C1,C2,...",
+                    help="override the U-Net's widths per resolution, e.g. 16,64,128")
+    tr.add_argument("--loss-weighting", choices=["none", "min_snr"], default=None,
+                    help="override the loss: none (L_simple, Algorithm 1) or min_snr (min-SNR-gamma weights)")
+    tr.add_argument("--min-snr-gamma", type=_positive_float, default=None,
+                    help="override gamma of the min-SNR weights")
     tr.add_argument("--data", default=None,
                     help="folder with the MNIST IDX files (default: $DDPM_TUTOR_DATA, else download to the user cache)")
     tr.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda if available)")

@@ -193,6 +193,24 @@ def test_cli_train_and_sample(tmp_path, monkeypatch, capsys, data):
         main(["sample", "--checkpoint", "x", "--n", "0"])
 
 
+def test_cli_train_overrides(tmp_path, monkeypatch, capsys, data):
+    """--T, --channels, --loss-weighting and --min-snr-gamma change the trained config, T in both places."""
+    monkeypatch.setattr(tr, "_training_images", lambda config, d, root: data)
+    monkeypatch.setitem(tr.PROFILES, "smoke", replace(TINY, profile="smoke", steps=2))
+    assert main(["train", "--profile", "smoke", "--out", str(tmp_path / "run"), "--T", "30", "--channels", "4,8",
+                 "--loss-weighting", "min_snr", "--min-snr-gamma", "2"]) == 0
+    assert "overridden: loss_weighting=min_snr, min_snr_gamma=2.0, T=30, unet.T=30, unet.channels=(4, 8)" in capsys.readouterr().out
+    config = tr.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["train_config"]
+    assert (config["T"], config["unet"]["T"], config["unet"]["channels"]) == (30, 30, [4, 8])
+    assert (config["loss_weighting"], config["min_snr_gamma"]) == ("min_snr", 2.0)
+    with pytest.raises(SystemExit, match="--channels: the smoke profile's U-Net has 2 resolutions"):
+        main(["train", "--profile", "smoke", "--out", str(tmp_path / "run2"), "--channels", "4,8,16"])
+    for bad in (["--channels", "4,x"], ["--min-snr-gamma", "0"], ["--T", "0"], ["--loss-weighting", "p2"]):
+        with pytest.raises(SystemExit):
+            main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), *bad])
+    assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()
+
+
 def test_export_is_slim_and_loads(tmp_path, data):
     tr.train(replace(TINY, steps=2), data=data, out_dir=tmp_path / "run", progress=False)
     record = tr.export_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "slim.pt", note={"command": "x"})

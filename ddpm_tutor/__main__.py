@@ -51,9 +51,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"{tuple(base.unet.channels)}; give that many comma-separated widths"
             )
         unet_overrides["channels"] = args.channels
-    if unet_overrides:
-        overrides["unet"] = replace(base.unet, **unet_overrides)
-    config = profile_config(profile, **overrides)
+    try:  # the configs validate every field; their messages name it
+        if unet_overrides:
+            overrides["unet"] = replace(base.unet, **unet_overrides)
+        config = replace(base, **overrides)
+    except ValueError as err:
+        raise SystemExit(f"train: {err}") from None
     print(f"profile {profile}: {PROFILE_NOTES[profile]}")
     changed = {k: v for k, v in overrides.items() if k != "unet"} | {f"unet.{k}": v for k, v in unet_overrides.items()}
     if changed:
@@ -126,19 +129,9 @@ def _positive_int(text: str) -> int:
 
 def _channels(text: str) -> tuple[int, ...]:
     try:
-        widths = tuple(int(c) for c in text.split(","))
+        return tuple(int(c) for c in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be comma-separated integers such as 16,64,128, got {text!r}") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-    return widths
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override the U-Net's widths per resolution, e.g. 16,64,128")
     tr.add_argument("--loss-weighting", choices=["none", "min_snr"], default=None,
                     help="override the loss: none (L_simple, Algorithm 1) or min_snr (min-SNR-gamma weights)")
-    tr.add_argument("--min-snr-gamma", type=_positive_float, default=None,
+    tr.add_argument("--min-snr-gamma", type=float, default=None,
                     help="override gamma of the min-SNR weights")
     tr.add_argument("--data", default=None,
                     help="folder with the MNIST IDX files (default: $DDPM_TUTOR_DATA, else download to the user cache)")

@@ -205,6 +205,10 @@ def test_cli_train_overrides(tmp_path, monkeypatch, capsys, data):
     assert (config["loss_weighting"], config["min_snr_gamma"]) == ("min_snr", 2.0)
     with pytest.raises(SystemExit, match="--channels: the smoke profile's U-Net has 2 resolutions"):
         main(["train", "--profile", "smoke", "--out", str(tmp_path / "run2"), "--channels", "4,8,16"])
+    with pytest.raises(SystemExit, match="norm_groups=4 must divide"):  # the configs' own checks, as a clean exit
+        main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), "--channels", "6,8"])
+    with pytest.raises(SystemExit, match="min_snr_gamma must be > 0"):
+        main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), "--min-snr-gamma", "0"])
     for bad in (["--channels", "4,x"], ["--min-snr-gamma", "0"], ["--T", "0"], ["--loss-weighting", "p2"]):
         with pytest.raises(SystemExit):
             main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), *bad])

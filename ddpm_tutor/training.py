@@ -257,14 +257,19 @@ def _load_weights(model: UNet, checkpoint: dict[str, Any], which: str) -> None:
 def load_model(
     path: str | os.PathLike, which: str = "ema", device: str | torch.device = "cpu"
 ) -> tuple[UNet, NoiseSchedule, dict[str, Any]]:
-    """Rebuild ``(model, schedule, checkpoint)`` from a checkpoint; ``which`` is ``"ema"`` or ``"model"`` (the raw weights)."""
+    """Rebuild ``(model, schedule, checkpoint)`` from a checkpoint; ``which`` is ``"ema"`` or ``"model"`` (the raw weights).
+
+    The model comes back in the memory format its run trained in: ``channels_last`` where the run's
+    ``TrainConfig.channels_last`` is set, which also makes sampling faster on CPUs.
+    """
     if which not in ("ema", "model"):
         raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
     ckpt = load_checkpoint(path, map_location=device)
     config = TrainConfig.from_dict(ckpt["train_config"])
     model = UNet(config.unet)
     _load_weights(model, ckpt, which)
-    return model.to(device).eval(), build_schedule(config), ckpt
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    return model.to(device, memory_format=memory_format).eval(), build_schedule(config), ckpt
 
 
 #: The reference checkpoint shipped with the package (see README: how it was trained).

@@ -224,6 +224,19 @@ def test_export_is_slim_and_loads(tmp_path, data):
     assert record["command"] == "x" and record["step"] == 2
     model, schedule, _ = tr.load_model(tmp_path / "slim.pt")
     assert schedule.T == 50
+    assert _a_conv_weight(model).is_contiguous()  # the run trained in the default memory format
+
+
+def test_model_loads_in_the_memory_format_it_trained_in(tmp_path, data):
+    tr.train(replace(TINY, steps=2, channels_last=True), data=data, out_dir=tmp_path / "run", progress=False)
+    model, _, _ = tr.load_model(tmp_path / "run" / "checkpoint.pt")
+    weight = _a_conv_weight(model)
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def _a_conv_weight(model):
+    """A 3x3 convolution's weight with several input channels (for one input channel both formats coincide)."""
+    return next(m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
 
 
 def test_pretrained_is_verified(tmp_path, monkeypatch, data):

@@ -145,12 +145,13 @@ def _profiles() -> dict[str, TrainConfig]:
     )
     # 2 cores: a U-Net thin at 28x28, where every channel is costly, and wider at 14x14 and 7x7, where
     # strokes become digits (0.7 M parameters, no dropout for a short run); a learning rate that decays
-    # to 0, T = 400 steps, so that sampling the 1,000 images that judge it takes minutes, and min-SNR-5
-    # loss weights, which spend the short run's gradient on the noisy steps that shape the digit.
+    # to 0, T = 400 steps, so that sampling the 1,000 images that judge it takes minutes, and min-SNR-1
+    # loss weights, which spend the short run's gradient on the noisy steps that shape the digit
+    # (measured on 1,000 samples each: L_simple 78.7 %, gamma = 5 81.1 %, gamma = 1 81.6 % confident; README).
     cpu_unet = UNetConfig(channels=(16, 48, 96), num_res_blocks=(1, 1, 1), norm_groups=4, dropout=0.0, T=400)
     cpu = TrainConfig(
         profile="cpu", steps=5000, batch_size=128, lr=2e-3, warmup_steps=200, lr_decay="cosine",
-        ema_decay=0.998, T=400, loss_weighting="min_snr",
+        ema_decay=0.998, T=400, loss_weighting="min_snr", min_snr_gamma=1.0,
         sample_every=1000, checkpoint_every=250, log_every=50, unet=cpu_unet,
     )
     smoke_unet = UNetConfig(channels=(16, 32), num_res_blocks=(1, 1), time_embed_dim=32, attention_heads=2, norm_groups=4, T=100)

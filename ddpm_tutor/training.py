@@ -255,6 +255,11 @@ def _load_weights(model: UNet, checkpoint: dict[str, Any], which: str) -> None:
     model.load_state_dict(checkpoint[which])
 
 
+def _memory_format(config: TrainConfig) -> torch.memory_format:
+    """The tensor layout a run trains in, and its models are loaded in."""
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
 def load_model(
     path: str | os.PathLike, which: str = "ema", device: str | torch.device = "cpu"
 ) -> tuple[UNet, NoiseSchedule, dict[str, Any]]:
@@ -269,8 +274,7 @@ def load_model(
     config = TrainConfig.from_dict(ckpt["train_config"])
     model = UNet(config.unet)
     _load_weights(model, ckpt, which)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    return model.to(device, memory_format=memory_format).eval(), build_schedule(config), ckpt
+    return model.to(device, memory_format=_memory_format(config)).eval(), build_schedule(config), ckpt
 
 
 #: The reference checkpoint shipped with the package (see README: how it was trained).
@@ -414,7 +418,7 @@ def train(
 
     torch.manual_seed(config.seed)
     model = UNet(config.unet).to(device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    memory_format = _memory_format(config)
     model = model.to(memory_format=memory_format)
     ema = _ema_model(model, config.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="size of the run: gpu (minutes on a T4), cpu (under 45 min on 2 cores), smoke (seconds). "
                     "Default: $DDPM_TUTOR_PROFILE, else gpu with CUDA and cpu without")
     tr.add_argument("--out", required=True, help="folder for checkpoint.pt (created if missing)")
-    tr.add_argument("--steps", type=_positive_int, default=None, help="override the profile's number of optimiser steps")
+    tr.add_argument("--steps", type=_positive_int, default=None, help="override the profile's number of optimiser steps (the cpu and gpu profiles decay the "
+                    "learning rate over them, so a run resumes only with the steps it started with)")
     tr.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile the model (default: the profile's choice)")

@@ -47,6 +47,7 @@ __all__ = [
     "profile_config",
     "build_schedule",
     "train",
+    "learning_rate",
     "TrainResult",
     "save_checkpoint",
     "load_checkpoint",
@@ -70,7 +71,7 @@ class TrainConfig:
     lr: float = 1e-3  # peak AdamW learning rate, reached after warmup_steps
     warmup_steps: int = 200  # linear warm-up from 0 to lr
     lr_decay: str = "constant"  # after warm-up: "constant", or "cosine": half a cosine from lr down to 0 at `steps`
-    # (resuming with more steps than first planned then raises the learning rate again: a warm restart)
+    # (so a cosine run resumes only with the steps it planned: more would raise the rate again, a warm restart)
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0  # clip the global gradient norm to this value (0 turns clipping off)
     ema_decay: float = 0.999  # EMA weight decay: ema = decay * ema + (1 - decay) * weights, every step
@@ -332,6 +333,17 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict
 # ----------------------------------------------------------------------------- training
 
 
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): a linear warm-up to ``config.lr``, then constant
+    or half a cosine down to 0 at ``config.steps`` (so a cosine run's rate depends on the steps it plans)."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_decay == "cosine":
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.lr
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns."""
@@ -430,7 +442,8 @@ def train(
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
-        # Fields that only say how long to run or how often to log may change on resume (e.g. more steps).
+        # Fields that only say how long to run or how often to log may change on resume (e.g. more steps,
+        # unless the learning rate decays over them: checked below).
         free = {"steps", "log_every", "sample_every", "sample_count", "checkpoint_every", "compile"}
         differing = _diff_fields(
             {k: v for k, v in config.to_dict().items() if k not in free},
@@ -440,6 +453,16 @@ def train(
             raise CheckpointMismatchError(
                 f"{ckpt_path} was written by a run with a different configuration; differing fields: "
                 + "; ".join(differing) + ". Use another out_dir, or resume=False to start over."
+            )
+        planned = TrainConfig.from_dict(ckpt["train_config"])
+        if config.lr_decay == "cosine" and config.steps != planned.steps:
+            at = int(ckpt["step"])
+            raise CheckpointMismatchError(
+                f"{ckpt_path} was trained with a cosine learning-rate decay planned over steps={planned.steps}; "
+                f"resuming it with steps={config.steps} would move the learning rate at step {at} from "
+                f"{learning_rate(planned, at):.3g} to {learning_rate(config, at):.3g} (a warm restart, which can "
+                f"undo a finished run). Resume with steps={planned.steps}, or train with more steps in another "
+                "out_dir (or resume=False to start over)."
             )
         _load_weights(model, ckpt, "model")
         ema.module.load_state_dict(ckpt["ema"])
@@ -457,14 +480,6 @@ def train(
 
     step_model = torch.compile(model) if config.compile else model
     generator = torch.Generator(device=device)
-
-    def lr_at(step: int) -> float:
-        if step < config.warmup_steps:
-            return config.lr * (step + 1) / config.warmup_steps
-        if config.lr_decay == "cosine":
-            progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-            return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return config.lr
 
     def snapshot(step: int) -> None:
         from .sampling import sample
@@ -511,7 +526,7 @@ def train(
         t = torch.randint(0, schedule.T, (config.batch_size,), generator=generator, device=device)
         eps = torch.randn(x0.shape, generator=generator, device=device).contiguous(memory_format=memory_format)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = learning_rate(config, step)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             if loss_weights is not None:
                 per_image = simple_loss(step_model, schedule, x0, t=t, noise=eps, reduction="none")
@@ -544,7 +559,7 @@ def train(
         if done % config.log_every == 0 or done == config.steps:
             history["step"].append(done)
             history["loss"].append(running / running_n)
-            history["lr"].append(lr_at(step))
+            history["lr"].append(learning_rate(config, step))
             bar.set_postfix(loss=f"{running / running_n:.4f}")
             running, running_n = 0.0, 0
         if config.sample_every and (done % config.sample_every == 0 or done == config.steps):

@@ -167,6 +167,20 @@ def test_checkpoint_from_before_a_new_field_resumes(tmp_path, data):
         tr.train(replace(TINY, steps=6, lr_decay="cosine"), data=data, out_dir=out, progress=False)
 
 
+def test_cosine_run_resumes_only_with_the_steps_it_planned(tmp_path, data):
+    """More steps would lift a decayed learning rate back up mid-run (a warm restart); a constant rate may run on."""
+    out = tmp_path / "run"
+    cosine = replace(TINY, steps=4, warmup_steps=1, lr_decay="cosine")
+    tr.train(cosine, data=data, out_dir=out, progress=False)
+    assert tr.learning_rate(cosine, 3) < 0.5 * tr.learning_rate(replace(cosine, steps=8), 3)
+    with pytest.raises(tr.CheckpointMismatchError, match=r"planned over steps=4; resuming it with steps=8 .* Resume with steps=4"):
+        tr.train(replace(cosine, steps=8), data=data, out_dir=out, progress=False)
+    assert tr.train(cosine, data=data, out_dir=out, progress=False).steps_run == 0  # the same plan: nothing left to do
+    constant = tmp_path / "constant"
+    tr.train(replace(TINY, steps=2), data=data, out_dir=constant, progress=False)
+    assert tr.train(replace(TINY, steps=4), data=data, out_dir=constant, progress=False).steps_run == 2
+
+
 def test_loss_by_t_shapes(data):
     result = tr.train(replace(TINY, steps=2), data=data, progress=False)
     t, loss = tr.loss_by_t(result.ema_model, result.schedule, data[:8], num_bins=5, generator=torch.Generator().manual_seed(0))

@@ -29,17 +29,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import PROFILE_NOTES, profile_config, resolve_profile, train
 
     profile = resolve_profile(args.profile)
-    overrides = {}
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.compile is not None:
-        overrides["compile"] = args.compile
-    if args.loss_weighting is not None:
-        overrides["loss_weighting"] = args.loss_weighting
-    if args.min_snr_gamma is not None:
-        overrides["min_snr_gamma"] = args.min_snr_gamma
+    overrides = {name: getattr(args, name) for name in ("steps", "seed", "lr", "compile", "loss_weighting", "min_snr_gamma")
+                 if getattr(args, name) is not None}
     base = profile_config(profile)
     unet_overrides = {}
     if args.T is not None:  # the schedule and the network's time embedding must agree on T
@@ -152,12 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/checkpoint.pt every few hundred steps; running the same command again resumes from it.",
     )
     tr.add_argument("--profile", choices=["gpu", "cpu", "smoke"], default=None,
-                    help="size of the run: gpu (minutes on a T4), cpu (under 45 min on 2 cores), smoke (seconds). "
+                    help="size of the run: gpu (minutes on a GPU), cpu (under 45 min on 2 cores), smoke (seconds). "
                     "Default: $DDPM_TUTOR_PROFILE, else gpu with CUDA and cpu without")
     tr.add_argument("--out", required=True, help="folder for checkpoint.pt (created if missing)")
     tr.add_argument("--steps", type=_positive_int, default=None, help="override the profile's number of optimiser steps (the cpu and gpu profiles decay the "
                     "learning rate over them, so a run resumes only with the steps it started with)")
     tr.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    tr.add_argument("--lr", type=float, default=None, help="override the profile's peak learning rate, e.g. 2e-3")
     tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile the model (default: the profile's choice)")
     tr.add_argument("--T", type=_positive_int, default=None,

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -208,22 +209,24 @@ def test_cli_train_and_sample(tmp_path, monkeypatch, capsys, data):
 
 
 def test_cli_train_overrides(tmp_path, monkeypatch, capsys, data):
-    """--T, --channels, --loss-weighting and --min-snr-gamma change the trained config, T in both places."""
+    """--lr, --T, --channels, --loss-weighting and --min-snr-gamma change the trained config, T in both places."""
     monkeypatch.setattr(tr, "_training_images", lambda config, d, root: data)
     monkeypatch.setitem(tr.PROFILES, "smoke", replace(TINY, profile="smoke", steps=2))
     assert main(["train", "--profile", "smoke", "--out", str(tmp_path / "run"), "--T", "30", "--channels", "4,8",
-                 "--loss-weighting", "min_snr", "--min-snr-gamma", "2"]) == 0
-    assert "overridden: loss_weighting=min_snr, min_snr_gamma=2.0, T=30, unet.T=30, unet.channels=(4, 8)" in capsys.readouterr().out
+                 "--loss-weighting", "min_snr", "--min-snr-gamma", "2", "--lr", "3e-3"]) == 0
+    assert "overridden: lr=0.003, loss_weighting=min_snr, min_snr_gamma=2.0, T=30, unet.T=30, unet.channels=(4, 8)" in capsys.readouterr().out
     config = tr.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["train_config"]
     assert (config["T"], config["unet"]["T"], config["unet"]["channels"]) == (30, 30, [4, 8])
-    assert (config["loss_weighting"], config["min_snr_gamma"]) == ("min_snr", 2.0)
+    assert (config["loss_weighting"], config["min_snr_gamma"], config["lr"]) == ("min_snr", 2.0, 0.003)
     with pytest.raises(SystemExit, match="--channels: the smoke profile's U-Net has 2 resolutions"):
         main(["train", "--profile", "smoke", "--out", str(tmp_path / "run2"), "--channels", "4,8,16"])
     with pytest.raises(SystemExit, match="norm_groups=4 must divide"):  # the configs' own checks, as a clean exit
         main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), "--channels", "6,8"])
     with pytest.raises(SystemExit, match="min_snr_gamma must be > 0"):
         main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), "--min-snr-gamma", "0"])
-    for bad in (["--channels", "4,x"], ["--min-snr-gamma", "0"], ["--T", "0"], ["--loss-weighting", "p2"]):
+    with pytest.raises(SystemExit, match="lr must be > 0"):
+        main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), "--lr", "0"])
+    for bad in (["--channels", "4,x"], ["--min-snr-gamma", "0"], ["--lr", "x"], ["--T", "0"], ["--loss-weighting", "p2"]):
         with pytest.raises(SystemExit):
             main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), *bad])
     assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()
@@ -288,3 +291,27 @@ def test_cpu_profile_is_the_reference_run():
     ckpt = torch.load(tr.PRETRAINED, weights_only=True)
     assert ckpt["train_config"] == tr.PROFILES["cpu"].to_dict()
     assert ckpt["step"] == tr.PROFILES["cpu"].steps
+
+
+def test_gpu_profile_trains_the_cpu_network_longer():
+    """On a GPU a network this small runs at the pace of its kernel launches: the gpu profile buys steps, not width."""
+    gpu, cpu = tr.PROFILES["gpu"], tr.PROFILES["cpu"]
+    assert gpu.unet == cpu.unet and gpu.steps == 2 * cpu.steps
+    assert (gpu.loss_weighting, gpu.min_snr_gamma, gpu.T) == (cpu.loss_weighting, cpu.min_snr_gamma, cpu.T)
+
+
+def test_every_readme_variant_is_a_valid_config(capsys):
+    """scripts/train_variant.py holds the runs the README compares; each must still build (configs validate)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_variant.py"
+    spec = importlib.util.spec_from_file_location("train_variant", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, (profile, overrides) in module.VARIANTS.items():
+        config = tr.profile_config(profile, **overrides)
+        assert config.unet.T == config.T, name
+    assert module.main(["--list"]) == 0
+    assert "cpu-batch-64: --profile cpu" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        module.main(["cpu-batch-64"])  # no --out: argparse names what is missing

@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import ddpm_tutor as dt  # noqa: E402
+import ddpm_tutor as dt
 
 # The gpu profile before it took the cpu profile's network: the default U-Net (1.12 M parameters),
 # T = 1000, lr 1e-3, EMA 0.999, 8,000 steps.

@@ -29,6 +29,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "cpu-ema-0.9995": ("cpu", {"lr": 2e-3, "ema_decay": 0.9995}),
     "cpu-min-snr-0.5": ("cpu", {"lr": 2e-3, "min_snr_gamma": 0.5}),
     "cpu-cosine-schedule": ("cpu", {"lr": 2e-3, "schedule": "cosine"}),
+    "cpu-lr-4e-3-cosine-schedule": ("cpu", {"lr": 4e-3, "schedule": "cosine"}),
 }
 
 

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import math
+import warnings
 from pathlib import Path
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import ddpm_tutor as dt
+from ddpm_tutor import losses as tr_losses
 from ddpm_tutor import training as tr
 from ddpm_tutor.__main__ import main
 from ddpm_tutor.unet import UNetConfig
@@ -120,6 +122,24 @@ def test_nan_loss_stops_training(data):
     poisoned[:] = float("nan")
     with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
         tr.train(TINY, data=poisoned, progress=False)
+
+
+def test_a_diverging_run_is_warned_about(monkeypatch, data):
+    """A loss that jumps far above its lowest value (finite, so the NaN guard stays silent) gets a warning naming lr."""
+    calls = []
+
+    def loss_that_blows_up(*args, **kwargs):
+        calls.append(1)
+        loss = tr_losses.simple_loss(*args, **kwargs)
+        return loss * (100.0 if len(calls) > 4 else 1.0)
+
+    monkeypatch.setattr(tr, "simple_loss", loss_that_blows_up)
+    with pytest.warns(RuntimeWarning, match=r"jumped to .* at step 6, .* diverged.* Lower TrainConfig.lr \(now 0.002\)"):
+        tr.train(replace(TINY, steps=6, log_every=2, warmup_steps=1), data=data, progress=False)
+    monkeypatch.setattr(tr, "simple_loss", tr_losses.simple_loss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a run that only improves is left alone
+        tr.train(replace(TINY, steps=6, log_every=2, warmup_steps=1), data=data, progress=False)
 
 
 def test_data_range_is_checked():

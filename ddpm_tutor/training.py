@@ -453,16 +453,16 @@ def train(
         # Fields that only say how long to run or how often to log may change on resume (e.g. more steps,
         # unless the learning rate decays over them: checked below).
         free = {"steps", "log_every", "sample_every", "sample_count", "checkpoint_every", "compile"}
+        planned = TrainConfig.from_dict(ckpt["train_config"])
         differing = _diff_fields(
             {k: v for k, v in config.to_dict().items() if k not in free},
-            {k: v for k, v in TrainConfig.from_dict(ckpt["train_config"]).to_dict().items() if k not in free},
+            {k: v for k, v in planned.to_dict().items() if k not in free},
         )
         if differing:
             raise CheckpointMismatchError(
                 f"{ckpt_path} was written by a run with a different configuration; differing fields: "
                 + "; ".join(differing) + ". Use another out_dir, or resume=False to start over."
             )
-        planned = TrainConfig.from_dict(ckpt["train_config"])
         if config.lr_decay == "cosine" and config.steps != planned.steps:
             at = int(ckpt["step"])
             raise CheckpointMismatchError(
@@ -524,6 +524,8 @@ def train(
         loss_weights = min_snr_weights(schedule, torch.arange(schedule.T, device=device), config.min_snr_gamma)
     model.train()
     running, running_n, last_ckpt, warned = 0.0, 0, None, False
+    # the lowest logged loss after the warm-up (a resumed run continues from its history), for the divergence warning
+    lowest = min((v for at, v in zip(history["step"], history["loss"]) if at > config.warmup_steps), default=math.inf)
     t0 = time.perf_counter()
     bar = tqdm(range(start_step, config.steps), desc=f"training ({config.profile})", disable=not progress,
                initial=start_step, total=config.steps)
@@ -566,13 +568,12 @@ def train(
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
             mean = running / running_n
-            lowest = min((v for at, v in zip(history["step"], history["loss"]) if at > config.warmup_steps), default=None)
             history["step"].append(done)
             history["loss"].append(mean)
             history["lr"].append(learning_rate(config, step))
             bar.set_postfix(loss=f"{mean:.4f}")
             running, running_n = 0.0, 0
-            if not warned and lowest is not None and mean > DIVERGENCE_FACTOR * lowest:
+            if not warned and mean > DIVERGENCE_FACTOR * lowest:
                 warned = True
                 warnings.warn(
                     f"the training loss jumped to {mean:.4f} at step {done}, more than {DIVERGENCE_FACTOR:g} times its "
@@ -580,6 +581,8 @@ def train(
                     f"will be noise. Lower TrainConfig.lr (now {config.lr:g}) and train again in a new out_dir",
                     RuntimeWarning, stacklevel=2,
                 )
+            if done > config.warmup_steps:
+                lowest = min(lowest, mean)
         if config.sample_every and (done % config.sample_every == 0 or done == config.steps):
             snapshot(done)
             model.train()

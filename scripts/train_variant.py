@@ -13,7 +13,6 @@ profile changes later. Like ``python -m ddpm_tutor train``, running it again res
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import ddpm_tutor as dt
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a variant NAME and --out (or --list)")
     profile, overrides = VARIANTS[args.name]
     config = dt.profile_config(profile, **overrides)
-    result = dt.train(config, out_dir=args.out, data_root=args.data or os.environ.get("DDPM_TUTOR_DATA"))
+    result = dt.train(config, out_dir=args.out, data_root=args.data)
     print(f"trained {result.steps_run} steps in {result.seconds / 60:.1f} min; last loss {result.history['loss'][-1]:.4f}")
     print(f"checkpoint: {result.checkpoint}")
     return 0

@@ -29,7 +29,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import PROFILE_NOTES, profile_config, resolve_profile, train
 
     profile = resolve_profile(args.profile)
-    overrides = {name: getattr(args, name) for name in ("steps", "seed", "lr", "compile", "loss_weighting", "min_snr_gamma")
+    overrides = {name: getattr(args, name) for name in ("steps", "batch_size", "seed", "lr", "compile", "loss_weighting", "min_snr_gamma")
                  if getattr(args, name) is not None}
     base = profile_config(profile)
     unet_overrides = {}
@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="folder for checkpoint.pt (created if missing)")
     tr.add_argument("--steps", type=_positive_int, default=None, help="override the profile's number of optimiser steps (the cpu and gpu profiles decay the "
                     "learning rate over them, so a run resumes only with the steps it started with)")
+    tr.add_argument("--batch-size", type=_positive_int, default=None,
+                    help="override the profile's images per step (128 in the gpu and cpu profiles; the reference checkpoint: 512)")
     tr.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     tr.add_argument("--lr", type=float, default=None, help="override the profile's peak learning rate, e.g. 2e-3")
     tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

@@ -24,6 +24,10 @@ _OLD_GPU = dict(steps=8000, lr=1e-3, ema_decay=0.999, T=1000, unet=dt.UNetConfig
 VARIANTS: dict[str, tuple[str, dict]] = {
     "gpu-default-unet": ("gpu", {**_OLD_GPU, "loss_weighting": "none", "min_snr_gamma": 5.0}),
     "gpu-default-unet-min-snr-1": ("gpu", {**_OLD_GPU, "loss_weighting": "min_snr", "min_snr_gamma": 1.0}),
+    "gpu-cosine-schedule": ("gpu", {"steps": 10000, "batch_size": 128, "lr": 2e-3, "schedule": "cosine"}),
+    "gpu-cosine-schedule-lr-3e-3": ("gpu", {"steps": 10000, "batch_size": 128, "lr": 3e-3, "schedule": "cosine"}),
+    "gpu-batch-256-cosine-schedule": ("gpu", {"steps": 10000, "batch_size": 256, "lr": 2e-3, "schedule": "cosine"}),
+    "gpu-batch-512-cosine-schedule": ("gpu", {"steps": 10000, "batch_size": 512, "lr": 2e-3, "schedule": "cosine"}),
     "cpu-batch-64": ("cpu", {"lr": 2e-3, "batch_size": 64, "steps": 9000}),
     "cpu-ema-0.9995": ("cpu", {"lr": 2e-3, "ema_decay": 0.9995}),
     "cpu-min-snr-0.5": ("cpu", {"lr": 2e-3, "min_snr_gamma": 0.5}),

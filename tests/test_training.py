@@ -229,15 +229,15 @@ def test_cli_train_and_sample(tmp_path, monkeypatch, capsys, data):
 
 
 def test_cli_train_overrides(tmp_path, monkeypatch, capsys, data):
-    """--lr, --T, --channels, --loss-weighting and --min-snr-gamma change the trained config, T in both places."""
+    """--batch-size, --lr, --T, --channels, --loss-weighting and --min-snr-gamma change the trained config, T in both places."""
     monkeypatch.setattr(tr, "_training_images", lambda config, d, root: data)
     monkeypatch.setitem(tr.PROFILES, "smoke", replace(TINY, profile="smoke", steps=2))
     assert main(["train", "--profile", "smoke", "--out", str(tmp_path / "run"), "--T", "30", "--channels", "4,8",
-                 "--loss-weighting", "min_snr", "--min-snr-gamma", "2", "--lr", "3e-3"]) == 0
-    assert "overridden: lr=0.003, loss_weighting=min_snr, min_snr_gamma=2.0, T=30, unet.T=30, unet.channels=(4, 8)" in capsys.readouterr().out
+                 "--loss-weighting", "min_snr", "--min-snr-gamma", "2", "--lr", "3e-3", "--batch-size", "6"]) == 0
+    assert "overridden: batch_size=6, lr=0.003, loss_weighting=min_snr, min_snr_gamma=2.0, T=30, unet.T=30, unet.channels=(4, 8)" in capsys.readouterr().out
     config = tr.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["train_config"]
     assert (config["T"], config["unet"]["T"], config["unet"]["channels"]) == (30, 30, [4, 8])
-    assert (config["loss_weighting"], config["min_snr_gamma"], config["lr"]) == ("min_snr", 2.0, 0.003)
+    assert (config["loss_weighting"], config["min_snr_gamma"], config["lr"], config["batch_size"]) == ("min_snr", 2.0, 0.003, 6)
     with pytest.raises(SystemExit, match="--channels: the smoke profile's U-Net has 2 resolutions"):
         main(["train", "--profile", "smoke", "--out", str(tmp_path / "run2"), "--channels", "4,8,16"])
     with pytest.raises(SystemExit, match="norm_groups=4 must divide"):  # the configs' own checks, as a clean exit
@@ -246,7 +246,7 @@ def test_cli_train_overrides(tmp_path, monkeypatch, capsys, data):
         main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), "--min-snr-gamma", "0"])
     with pytest.raises(SystemExit, match="lr must be > 0"):
         main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), "--lr", "0"])
-    for bad in (["--channels", "4,x"], ["--min-snr-gamma", "0"], ["--lr", "x"], ["--T", "0"], ["--loss-weighting", "p2"]):
+    for bad in (["--channels", "4,x"], ["--min-snr-gamma", "0"], ["--lr", "x"], ["--T", "0"], ["--loss-weighting", "p2"], ["--batch-size", "0"]):
         with pytest.raises(SystemExit):
             main(["train", "--profile", "smoke", "--out", str(tmp_path / "run3"), *bad])
     assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()

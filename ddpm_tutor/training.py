@@ -161,7 +161,10 @@ def _profiles() -> dict[str, TrainConfig]:
     # its arithmetic: one step of batch 128 took 19.7 ms with the cpu profile's network and 23.3 ms with the
     # default 1.12 M-parameter U-Net on an H200, the GPU a fifth busy. So the gpu profile trains the cpu
     # profile's network twice as long (measured on 1,000 samples each: 85.3 % confident; the default U-Net
-    # for 8,000 steps 81.9 % with min-SNR-1 weights, 78.6 % with L_simple; README).
+    # for 8,000 steps 81.9 % with min-SNR-1 weights, 78.6 % with L_simple; README). More images per step
+    # help further where a GPU has room for them (batch 256: 88.3 %, batch 512: 90.8 %, the H200 then fully
+    # busy); the reference checkpoint is the batch-512 run, and the profile keeps batch 128, a quarter of the
+    # arithmetic, for smaller GPUs such as Colab's T4.
     gpu = replace(cpu, profile="gpu", steps=10000, lr=2e-3, sample_every=2000, checkpoint_every=1000)
     smoke_unet = UNetConfig(channels=(16, 32), num_res_blocks=(1, 1), time_embed_dim=32, attention_heads=2, norm_groups=4, T=100)
     smoke = TrainConfig(
@@ -286,7 +289,8 @@ def load_model(
     return model.to(device, memory_format=_memory_format(config)).eval(), build_schedule(config), ckpt
 
 
-#: The reference checkpoint shipped with the package (see README: how it was trained).
+#: The reference checkpoint shipped with the package: the ``gpu`` profile with batch 512
+#: (``python -m ddpm_tutor train --profile gpu --batch-size 512``; README: how it was trained and judged).
 PRETRAINED = Path(__file__).parent / "weights" / "mnist_ddpm.pt"
 
 

@@ -306,11 +306,13 @@ def test_shipped_reference_model_denoises_real_digits():
     assert loss < 0.1, f"L_simple of the reference model is {loss:.3f}; the trivial predictor scores 1.0"
 
 
-def test_cpu_profile_is_the_reference_run():
-    """The shipped checkpoint was trained with exactly the cpu profile (so the training chapter can resume it)."""
+def test_reference_is_the_gpu_profile_at_batch_512():
+    """The shipped checkpoint is the run its record names: the gpu profile with --batch-size 512, every step done."""
     ckpt = torch.load(tr.PRETRAINED, weights_only=True)
-    assert ckpt["train_config"] == tr.PROFILES["cpu"].to_dict()
-    assert ckpt["step"] == tr.PROFILES["cpu"].steps
+    meta = json.loads(tr.PRETRAINED.with_suffix(".json").read_text())
+    assert ckpt["train_config"] == tr.profile_config("gpu", batch_size=512).to_dict()
+    assert ckpt["step"] == meta["step"] == tr.PROFILES["gpu"].steps
+    assert "--profile gpu --batch-size 512" in meta["command"]
 
 
 def test_gpu_profile_trains_the_cpu_network_longer():

@@ -73,12 +73,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     else:
         model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
+    batch = min(args.batch_size or args.n, args.n)
+    image_shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
     start = time.perf_counter()
-    x = sample(model, schedule, shape, generator=generator, variance=args.variance)
+    # one generator for all batches: batch after batch, each draws its x_T and then its noise, step by step
+    x = torch.cat([sample(model, schedule, (min(batch, args.n - i), *image_shape), generator=generator, variance=args.variance)
+                   for i in range(0, args.n, batch)])
     seconds = time.perf_counter() - start
     path = save_image_grid(x, args.out)
-    print(f"wrote {args.n} samples to {path} ({args.n} x {schedule.T} steps in {seconds:.0f} s on {device})")
+    batches = f", in batches of {batch}" if batch < args.n else ""
+    print(f"wrote {args.n} samples to {path} ({args.n} x {schedule.T} steps in {seconds:.0f} s on {device}{batches})")
     if args.quality or args.quality_json:
         from .metrics import sample_quality
 
@@ -92,6 +96,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 "weights": "raw" if args.raw else "ema",
                 "variance": args.variance,
                 "seed": args.seed,
+                "batch_size": batch,
                 "sampling_seconds": round(seconds, 1),
                 "device": str(device),
                 "torch_version": torch.__version__,
@@ -179,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
     sa.add_argument("--out", default="samples.png", help="PNG file to write (default samples.png)")
     sa.add_argument("--seed", type=int, default=0, help="seed of the sampler's generator (default 0)")
+    sa.add_argument("--batch-size", type=_positive_int, default=None,
+                    help="draw the samples in batches of this many (default: all N at once). Smaller batches bound "
+                    "the memory and on a CPU can take less time per image; other batch sizes draw other images "
+                    "from the same seed")
     sa.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
                     help="sigma_t^2 of the reverse steps (default beta_tilde)")
     sa.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")

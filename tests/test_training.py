@@ -224,8 +224,19 @@ def test_cli_train_and_sample(tmp_path, monkeypatch, capsys, data):
     assert record["n"] == 5 and sum(record["counts"]) == 5 and record["seed"] == 3 and record["weights"] == "ema"
     assert 0.0 <= record["confident_fraction"] <= 1.0 and record["passes_target"] is False  # 5 images cannot cover 10 digits
     assert "SampleQuality(n=5" in capsys.readouterr().out
+    # in batches: the same number of images; one batch of all of them is the default's draw, image for image
+    batched = tmp_path / "quality-batched.json"
+    assert main(["sample", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--n", "5", "--seed", "3", "--batch-size", "2",
+                 "--out", str(tmp_path / "grid5b.png"), "--quality-json", str(batched)]) == 0
+    assert "in batches of 2" in capsys.readouterr().out
+    assert json.loads(batched.read_text())["n"] == 5 and json.loads(batched.read_text())["batch_size"] == 2
+    assert main(["sample", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--n", "5", "--seed", "3", "--batch-size", "8",
+                 "--out", str(tmp_path / "grid5c.png")]) == 0
+    assert (tmp_path / "grid5c.png").read_bytes() == (tmp_path / "grid5.png").read_bytes()
     with pytest.raises(SystemExit):
         main(["sample", "--checkpoint", "x", "--n", "0"])
+    with pytest.raises(SystemExit):
+        main(["sample", "--checkpoint", "x", "--batch-size", "0"])
 
 
 def test_cli_train_overrides(tmp_path, monkeypatch, capsys, data):

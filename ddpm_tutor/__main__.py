@@ -73,12 +73,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     else:
         model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
+    shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
     batch = min(args.batch_size or args.n, args.n)
-    image_shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
     start = time.perf_counter()
-    # one generator for all batches: batch after batch, each draws its x_T and then its noise, step by step
-    x = torch.cat([sample(model, schedule, (min(batch, args.n - i), *image_shape), generator=generator, variance=args.variance)
-                   for i in range(0, args.n, batch)])
+    x = sample(model, schedule, shape, generator=generator, variance=args.variance, batch_size=batch)
     seconds = time.perf_counter() - start
     path = save_image_grid(x, args.out)
     batches = f", in batches of {batch}" if batch < args.n else ""

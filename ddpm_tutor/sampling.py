@@ -40,6 +40,7 @@ def sample(
     progress: bool = True,
     clip_x0: bool = False,
     device: torch.device | str | None = None,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """Algorithm 2 (Ho et al. 2020): x_T ~ N(0, I); for t = T..1: x_{t-1} = mu_theta(x_t, t) + sigma_t z.
 
@@ -53,6 +54,9 @@ def sample(
         progress: show a tqdm progress bar.
         clip_x0: clip the x_0 estimate to [-1, 1] at each step (see :func:`p_sample_step`).
         device: where to sample; defaults to the model's device.
+        batch_size: draw the ``B`` samples this many at a time (default: all at once), one batch after the
+            other from the same ``generator``; this bounds the memory, and other batch sizes draw other
+            images from the same seed. ``callback`` and the progress bar then run once per batch.
 
     Returns:
         ``(B, C, H, W)`` float32 tensor x_0, in the model's data range (about [-1, 1]).
@@ -61,6 +65,14 @@ def sample(
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (B, C, H, W) with positive sizes, got {shape}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size is not None and batch_size < shape[0]:
+        return torch.cat([
+            sample(model, schedule, (min(batch_size, shape[0] - i), *shape[1:]), generator=generator, variance=variance,
+                   callback=callback, progress=progress, clip_x0=clip_x0, device=device)
+            for i in range(0, shape[0], batch_size)
+        ])
     device = torch.device(device) if device is not None else _model_device(model)
     schedule = schedule.to(device)
     was_training = getattr(model, "training", False)

@@ -5,7 +5,7 @@
         --out samples.png --quality-json quality.json
 
 Each variant is a profile with a few fields overridden that the ``train`` command has no
-option for (batch size, EMA decay, noise schedule, an older profile). The
+option for (EMA decay, noise schedule, an older profile; batch size, before ``--batch-size``). The
 overrides are written out in full, so a variant stays the run the README measured when a
 profile changes later. Like ``python -m ddpm_tutor train``, running it again resumes.
 """

@@ -235,6 +235,21 @@ def test_sample_is_reproducible_with_a_generator():
     assert not torch.allclose(a, c)
 
 
+def test_sample_in_batches_is_batch_after_batch_from_one_generator():
+    """batch_size=b draws what a loop over batches of b with one generator draws (chapter 8's loop)."""
+    s = dt.linear_schedule(T=20)
+    model = lambda x, t: 0.1 * x  # noqa: E731
+    g = torch.Generator().manual_seed(3)
+    loop = torch.cat([dt.sample(model, s, (b, 1, 3, 3), generator=g, progress=False) for b in (2, 2, 1)])
+    batched = dt.sample(model, s, (5, 1, 3, 3), generator=torch.Generator().manual_seed(3), progress=False, batch_size=2)
+    whole = dt.sample(model, s, (5, 1, 3, 3), generator=torch.Generator().manual_seed(3), progress=False, batch_size=8)
+    plain = dt.sample(model, s, (5, 1, 3, 3), generator=torch.Generator().manual_seed(3), progress=False)
+    assert torch.equal(batched, loop) and torch.equal(whole, plain)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            dt.sample(model, s, (5, 1, 3, 3), progress=False, batch_size=bad)
+
+
 # ---------------------------------------------------------------- losses
 
 

@@ -52,7 +52,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     changed = {k: v for k, v in overrides.items() if k != "unet"} | {f"unet.{k}": v for k, v in unet_overrides.items()}
     if changed:
         print("overridden: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
-    result = train(config, data_root=args.data, out_dir=args.out, resume=not args.no_resume, device=args.device)
+    if args.init_from is not None:
+        print(f"fine-tuning: starting from the EMA weights of {args.init_from}")
+    try:
+        result = train(config, data_root=args.data, out_dir=args.out, resume=not args.no_resume, device=args.device,
+                       init_from=args.init_from)
+    except (FileNotFoundError, ValueError) as err:  # a missing or mismatched checkpoint: the message says what to do
+        raise SystemExit(f"train: {err}") from None
     last = result.history["loss"][-1] if result.history["loss"] else float("nan")
     print(f"trained {result.steps_run} steps in {result.seconds / 60:.1f} min; last loss {last:.4f}")
     print(f"checkpoint: {result.checkpoint}")
@@ -170,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder with the MNIST IDX files (default: $DDPM_TUTOR_DATA, else download to the user cache)")
     tr.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda if available)")
     tr.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pt exists")
+    tr.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                    help="fine-tune: start from the EMA weights of this checkpoint ('pretrained': the reference "
+                    "checkpoint) instead of random ones, with a fresh optimiser and learning-rate schedule; its network "
+                    "and noise schedule must be the profile's (give the same overrides). Use a smaller --lr, e.g. 2e-4")
     tr.set_defaults(func=_cmd_train)
 
     sa = sub.add_parser(

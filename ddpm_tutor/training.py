@@ -323,7 +323,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict
     Returns the JSON record. Both files are written atomically.
     """
     ckpt = load_checkpoint(src)
-    slim = {k: ckpt[k] for k in ("format", "step", "train_config", "model", "ema", "history", "train_seconds", "torch_version") if k in ckpt}
+    slim = {k: ckpt[k] for k in ("format", "step", "train_config", "model", "ema", "history", "train_seconds", "torch_version", "init_from") if k in ckpt}
     dst = Path(dst)
     save_checkpoint(dst, slim)
     record = {
@@ -400,6 +400,31 @@ def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: 
     return data[: config.data_limit] if config.data_limit else data
 
 
+def _start_from(model: UNet, config: TrainConfig, init_from: str | os.PathLike) -> dict[str, Any]:
+    """Load the EMA weights of checkpoint ``init_from`` into ``model``; return the record of where they came from."""
+    path = PRETRAINED if str(init_from) == "pretrained" else Path(init_from)
+    source = load_checkpoint(path)
+    found = TrainConfig.from_dict(source["train_config"])
+    differing = _diff_fields(
+        {"schedule": config.schedule, "T": config.T, **{f"unet.{k}": v for k, v in config.unet.to_dict().items()}},
+        {"schedule": found.schedule, "T": found.T, **{f"unet.{k}": v for k, v in found.unet.to_dict().items()}},
+    )
+    if differing:
+        raise CheckpointMismatchError(
+            f"init_from={str(init_from)!r} holds a network or noise schedule other than this run's; differing fields: "
+            + "; ".join(differing) + ". Fine-tune with the config it was trained with (its profile and overrides)."
+        )
+    model.load_state_dict(source["ema"])
+    return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "step": int(source["step"]),
+            "train_config": source["train_config"]}
+
+
+def _describe_origin(origin: dict[str, Any] | None) -> str:
+    if not origin:
+        return "random weights"
+    return f"a checkpoint's weights (sha256 {origin['sha256'][:12]}..., step {origin['step']})"
+
+
 def _ema_model(model: UNet, decay: float) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
@@ -414,6 +439,7 @@ def train(
     device: str | torch.device | None = None,
     progress: bool = True,
     callback: Callable[[int, float], None] | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train an epsilon-prediction U-Net with L_simple (Algorithm 1 of Ho et al. 2020).
 
@@ -426,6 +452,10 @@ def train(
         device: defaults to CUDA when available, else CPU.
         progress: show a tqdm progress bar.
         callback: optional ``callback(step, loss)`` after every step.
+        init_from: fine-tune: start from the EMA weights of this checkpoint (``"pretrained"``: the reference
+            checkpoint) instead of random weights, with a fresh optimiser, learning-rate schedule and EMA.
+            Its network and noise schedule must be ``config``'s; a smaller ``lr`` than a run from scratch
+            suits it. The run's checkpoints record the source's sha256, step and config (``"init_from"``).
 
     Raises:
         FloatingPointError: the loss became NaN or inf (the message says what to try).
@@ -444,6 +474,7 @@ def train(
 
     torch.manual_seed(config.seed)
     model = UNet(config.unet).to(device)
+    origin = _start_from(model, config, init_from) if init_from is not None else None
     memory_format = _memory_format(config)
     model = model.to(memory_format=memory_format)
     ema = _ema_model(model, config.ema_decay)
@@ -477,6 +508,11 @@ def train(
                 f"{learning_rate(planned, at):.3g} to {learning_rate(config, at):.3g} (a warm restart, which can "
                 f"undo a finished run). Resume with steps={planned.steps}, or train with more steps in another "
                 "out_dir (or resume=False to start over)."
+            )
+        if ckpt.get("init_from", {}).get("sha256") != (origin or {}).get("sha256"):
+            raise CheckpointMismatchError(
+                f"{ckpt_path} was started from {_describe_origin(ckpt.get('init_from'))}, but this run starts from "
+                f"{_describe_origin(origin)}. Resume with the init_from it started from, or use another out_dir."
             )
         _load_weights(model, ckpt, "model")
         ema.module.load_state_dict(ckpt["ema"])
@@ -522,6 +558,7 @@ def train(
             "cpu_rng_state": torch.get_rng_state(),
             **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
             "torch_version": str(torch.__version__),
+            **({"init_from": origin} if origin else {}),
         })
 
     # lambda_t for every step, computed once: the loop only indexes it (no per-step schedule maths or syncs).

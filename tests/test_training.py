@@ -263,6 +263,64 @@ def test_cli_train_overrides(tmp_path, monkeypatch, capsys, data):
     assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()
 
 
+def test_fine_tuning_starts_from_a_checkpoints_ema_weights(tmp_path, data):
+    """init_from: the run starts from the source's EMA weights (not random ones) and records where they came from."""
+    source = tr.train(replace(TINY, steps=3), data=data, out_dir=tmp_path / "source", progress=False)
+    src = tmp_path / "source" / "checkpoint.pt"
+    still = replace(TINY, steps=2, lr=1e-12, seed=1)  # a learning rate too small to move the weights
+    tuned = tr.train(still, data=data, out_dir=tmp_path / "tuned", progress=False, init_from=src)
+    scratch = tr.train(still, data=data, progress=False)
+    for a, b, c in zip(tuned.model.parameters(), source.ema_model.parameters(), scratch.model.parameters()):
+        torch.testing.assert_close(a, b)
+        assert not torch.allclose(c, b)
+    for a, b in zip(tuned.ema_model.parameters(), source.ema_model.parameters()):
+        torch.testing.assert_close(a, b)
+    origin = tr.load_checkpoint(tmp_path / "tuned" / "checkpoint.pt")["init_from"]
+    assert origin == {"sha256": hashlib.sha256(src.read_bytes()).hexdigest(), "step": 3, "train_config": TINY.to_dict() | {"steps": 3}}
+    tr.export_checkpoint(tmp_path / "tuned" / "checkpoint.pt", tmp_path / "slim.pt")
+    assert torch.load(tmp_path / "slim.pt", weights_only=True)["init_from"] == origin  # the shipped file keeps its history
+    # resuming needs the same starting point: random weights, or another checkpoint, are refused
+    with pytest.raises(tr.CheckpointMismatchError, match=r"started from a checkpoint's weights \(sha256 [0-9a-f]{12}\.\.\., step 3\), "
+                       r"but this run starts from random weights"):
+        tr.train(still, data=data, out_dir=tmp_path / "tuned", progress=False)
+    with pytest.raises(tr.CheckpointMismatchError, match="but this run starts from a checkpoint's weights"):
+        tr.train(still, data=data, out_dir=tmp_path / "tuned", progress=False, init_from=tmp_path / "slim.pt")
+    more = tr.train(replace(still, steps=4), data=data, out_dir=tmp_path / "tuned", progress=False, init_from=src)
+    assert more.steps_run == 2
+
+
+def test_fine_tuning_refuses_another_network_or_schedule(tmp_path, monkeypatch, data):
+    tr.train(replace(TINY, steps=2), data=data, out_dir=tmp_path / "source", progress=False)
+    src = tmp_path / "source" / "checkpoint.pt"
+    wider = replace(TINY, unet=replace(TINY_UNET, channels=(8, 24)))
+    with pytest.raises(tr.CheckpointMismatchError, match=r"unet\.channels: \[8, 16\] in the checkpoint, \[8, 24\] here"):
+        tr.train(wider, data=data, progress=False, init_from=src)
+    with pytest.raises(tr.CheckpointMismatchError, match=r"schedule: 'linear' in the checkpoint, 'cosine' here"):
+        tr.train(replace(TINY, schedule="cosine"), data=data, progress=False, init_from=src)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        tr.train(TINY, data=data, progress=False, init_from=tmp_path / "missing.pt")
+    # "pretrained" names the shipped reference checkpoint
+    tr.export_checkpoint(src, tmp_path / "ref.pt")
+    monkeypatch.setattr(tr, "PRETRAINED", tmp_path / "ref.pt")
+    tr.train(replace(TINY, steps=1), data=data, out_dir=tmp_path / "tuned", progress=False, init_from="pretrained")
+    origin = tr.load_checkpoint(tmp_path / "tuned" / "checkpoint.pt")["init_from"]
+    assert origin["sha256"] == hashlib.sha256((tmp_path / "ref.pt").read_bytes()).hexdigest()
+
+
+def test_cli_fine_tunes_with_init_from(tmp_path, monkeypatch, capsys, data):
+    monkeypatch.setattr(tr, "_training_images", lambda config, d, root: data)
+    monkeypatch.setitem(tr.PROFILES, "smoke", replace(TINY, profile="smoke", steps=2))
+    assert main(["train", "--profile", "smoke", "--out", str(tmp_path / "source")]) == 0
+    src = tmp_path / "source" / "checkpoint.pt"
+    assert main(["train", "--profile", "smoke", "--out", str(tmp_path / "tuned"), "--init-from", str(src), "--lr", "2e-4"]) == 0
+    assert f"fine-tuning: starting from the EMA weights of {src}" in capsys.readouterr().out
+    assert tr.load_checkpoint(tmp_path / "tuned" / "checkpoint.pt")["init_from"]["step"] == 2
+    with pytest.raises(SystemExit, match="train: no checkpoint at"):
+        main(["train", "--profile", "smoke", "--out", str(tmp_path / "other"), "--init-from", str(tmp_path / "missing.pt")])
+    with pytest.raises(SystemExit, match=r"train: init_from=.* differing fields: unet\.channels"):
+        main(["train", "--profile", "smoke", "--out", str(tmp_path / "other"), "--init-from", str(src), "--channels", "4,8"])
+
+
 def test_export_is_slim_and_loads(tmp_path, data):
     tr.train(replace(TINY, steps=2), data=data, out_dir=tmp_path / "run", progress=False)
     record = tr.export_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "slim.pt", note={"command": "x"})

@@ -404,11 +404,10 @@ def _start_from(model: UNet, config: TrainConfig, init_from: str | os.PathLike) 
     """Load the EMA weights of checkpoint ``init_from`` into ``model``; return the record of where they came from."""
     path = PRETRAINED if str(init_from) == "pretrained" else Path(init_from)
     source = load_checkpoint(path)
-    found = TrainConfig.from_dict(source["train_config"])
-    differing = _diff_fields(
-        {"schedule": config.schedule, "T": config.T, **{f"unet.{k}": v for k, v in config.unet.to_dict().items()}},
-        {"schedule": found.schedule, "T": found.T, **{f"unet.{k}": v for k, v in found.unet.to_dict().items()}},
-    )
+    def network_and_schedule(c: TrainConfig) -> dict[str, Any]:  # T is unet.T (TrainConfig checks they agree)
+        return {"schedule": c.schedule, **{f"unet.{k}": v for k, v in c.unet.to_dict().items()}}
+
+    differing = _diff_fields(network_and_schedule(config), network_and_schedule(TrainConfig.from_dict(source["train_config"])))
     if differing:
         raise CheckpointMismatchError(
             f"init_from={str(init_from)!r} holds a network or noise schedule other than this run's; differing fields: "

@@ -29,7 +29,7 @@ from .sampling import sample
 from .schedules import NoiseSchedule, cosine_schedule, linear_schedule, schedule_from_betas
 from .unet import UNet, UNetConfig
 from .training import TrainConfig, load_model, load_pretrained, profile_config, resolve_profile, train
-from . import data, derivations, metrics, plotting
+from . import data, derivations, metrics, plotting, records
 
 __version__ = "0.1.0"
 
@@ -64,4 +64,5 @@ __all__ = [
     "derivations",
     "metrics",
     "plotting",
+    "records",
 ]

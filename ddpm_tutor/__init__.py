@@ -13,7 +13,9 @@ module                 what it holds                                    chapter
 ``derivations``        the SymPy proofs, one function per identity      1-6
 ``data``               MNIST in IDX form: download, verify, load        7
 ``unet``               UNetConfig, UNet (eps_theta)                     7
-``training``           TrainConfig, profiles, train, checkpoints        7
+``config``             TrainConfig, the gpu/cpu/smoke profiles          7
+``checkpoints``        save, load, export; the reference weights        7
+``training``           train (Algorithm 1)                              7
 ``sampling``           sample (Algorithm 2)                             8
 ``metrics``            the MNIST classifier that judges samples         8
 =====================  ===============================================  =========
@@ -28,7 +30,9 @@ from .reverse import p_mean, p_sample_step, p_variance
 from .sampling import sample
 from .schedules import NoiseSchedule, cosine_schedule, linear_schedule, schedule_from_betas
 from .unet import UNet, UNetConfig
-from .training import TrainConfig, load_model, load_pretrained, profile_config, resolve_profile, train
+from .config import TrainConfig, profile_config, resolve_profile
+from .checkpoints import load_model, load_pretrained
+from .training import train
 from . import data, derivations, metrics, plotting
 
 __version__ = "0.1.0"

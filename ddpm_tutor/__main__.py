@@ -26,7 +26,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train a U-Net on MNIST with a profile; checkpoints go to --out and a rerun resumes."""
-    from .training import PROFILE_NOTES, profile_config, resolve_profile, train
+    from .config import PROFILE_NOTES, profile_config, resolve_profile
+    from .training import train
 
     profile = resolve_profile(args.profile)
     overrides = {name: getattr(args, name) for name in ("steps", "batch_size", "seed", "lr", "compile", "loss_weighting", "min_snr_gamma")
@@ -71,7 +72,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     from .plotting import save_image_grid
     from .sampling import sample
-    from .training import load_model, load_pretrained
+    from .checkpoints import load_model, load_pretrained
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint == "pretrained":
@@ -112,7 +113,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """Write a slim, shippable copy of a checkpoint and its sha256 record."""
-    from .training import export_checkpoint
+    from .checkpoints import export_checkpoint
 
     note = {"command": args.command_note} if args.command_note else None
     record = export_checkpoint(args.checkpoint, args.out, note=note)

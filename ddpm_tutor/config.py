@@ -28,6 +28,7 @@ __all__ = [
     "build_schedule",
     "learning_rate",
     "memory_format",
+    "apply_overrides",
 ]
 
 
@@ -199,3 +200,62 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 def memory_format(config: TrainConfig) -> torch.memory_format:
     """The tensor layout a run trains in, and its models are loaded in."""
     return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
+def apply_overrides(config: TrainConfig, settings: list[str]) -> tuple[TrainConfig, dict[str, Any]]:
+    """``config`` with fields set from ``["field=value", "unet.field=value", ...]`` (the ``train --set`` option).
+
+    A value is read as the type of the field it replaces: ``16,64,128`` for a tuple, ``true``/``false`` for a
+    bool, ``none`` for an optional field. ``T`` and ``unet.T`` move together (the schedule and the network
+    must agree). The configs validate the result; their messages name the field. Returns the new config and
+    the fields that were set, as ``{"name": value}`` (``"unet.name"`` for the network's).
+
+    Raises:
+        ValueError: a setting without ``=``, an unknown field (the message lists the known ones), a value
+            that does not parse, or one the configs refuse.
+    """
+    top: dict[str, Any] = {}
+    net: dict[str, Any] = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {setting!r}: write FIELD=VALUE, e.g. ema_decay=0.9995 or unet.channels=16,64,128")
+        target, owner, name = (net, config.unet, key[5:]) if key.startswith("unet.") else (top, config, key)
+        known = {f.name: f for f in fields(owner)}
+        if name == "unet" or name not in known:
+            names = sorted(f"unet.{n}" for n in known) if owner is config.unet else sorted(set(known) - {"unet"})
+            raise ValueError(f"--set {key}: {type(owner).__name__} has no field {name!r}; known fields: {', '.join(names)}")
+        try:
+            target[name] = _parse_value(text.strip(), getattr(owner, name), str(known[name].type))
+        except ValueError as err:
+            raise ValueError(f"--set {key}={text}: {err}") from None
+    if "T" in top and "T" not in net:  # the schedule and the network's time embedding must agree on T
+        net["T"] = top["T"]
+    elif "T" in net and "T" not in top:
+        top["T"] = net["T"]
+    unet = replace(config.unet, **net) if net else config.unet
+    new = replace(config, **top, unet=unet)
+    return new, {**top, **{f"unet.{k}": v for k, v in net.items()}}
+
+
+def _parse_value(text: str, current: Any, annotation: str) -> Any:
+    """``text`` read as the type of ``current`` (or, where that is None, of the field's ``annotation``)."""
+    if text.lower() == "none" and (current is None or "None" in annotation):
+        return None
+    if isinstance(current, bool) or (current is None and "bool" in annotation):
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "1", "yes")
+    if isinstance(current, tuple):
+        kind = type(current[0]) if current else int
+        try:
+            return tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise ValueError(f"expected comma-separated {kind.__name__}s such as 16,64,128, got {text!r}") from None
+    kind = type(current) if current is not None else next(
+        (k for k in (int, float, str) if k.__name__ in annotation), str)
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"expected {'an' if kind is int else 'a'} {kind.__name__}, got {text!r}") from None

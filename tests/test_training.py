@@ -256,7 +256,7 @@ def test_cli_train_overrides(tmp_path, monkeypatch, capsys, data):
     monkeypatch.setitem(cfg.PROFILES, "smoke", replace(TINY, profile="smoke", steps=2))
     assert main(["train", "--profile", "smoke", "--out", str(tmp_path / "run"), "--T", "30", "--channels", "4,8",
                  "--loss-weighting", "min_snr", "--min-snr-gamma", "2", "--lr", "3e-3", "--batch-size", "6"]) == 0
-    assert "overridden: batch_size=6, lr=0.003, loss_weighting=min_snr, min_snr_gamma=2.0, T=30, unet.T=30, unet.channels=(4, 8)" in capsys.readouterr().out
+    assert "overridden: batch_size=6, lr=0.003, loss_weighting=min_snr, min_snr_gamma=2.0, T=30, unet.channels=(4, 8), unet.T=30" in capsys.readouterr().out
     config = ck.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["train_config"]
     assert (config["T"], config["unet"]["T"], config["unet"]["channels"]) == (30, 30, [4, 8])
     assert (config["loss_weighting"], config["min_snr_gamma"], config["lr"], config["batch_size"]) == ("min_snr", 2.0, 0.003, 6)
@@ -402,18 +402,93 @@ def test_gpu_profile_trains_the_cpu_network_longer():
     assert (gpu.loss_weighting, gpu.min_snr_gamma, gpu.T) == (cpu.loss_weighting, cpu.min_snr_gamma, cpu.T)
 
 
-def test_every_readme_variant_is_a_valid_config(capsys):
-    """scripts/train_variant.py holds the runs the README compares; each must still build (configs validate)."""
-    import importlib.util
+def test_every_readme_train_command_builds_a_valid_config():
+    """Each `python -m ddpm_tutor train ...` the README quotes (its tables give OPTIONS) parses and builds a config."""
+    import re
+    import shlex
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_variant.py"
-    spec = importlib.util.spec_from_file_location("train_variant", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name, (profile, overrides) in module.VARIANTS.items():
-        config = cfg.profile_config(profile, **overrides)
-        assert config.unet.T == config.T, name
-    assert module.main(["--list"]) == 0
-    assert "cpu-batch-64: --profile cpu" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        module.main(["cpu-batch-64"])  # no --out: argparse names what is missing
+    from ddpm_tutor.__main__ import build_parser, train_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = re.findall(r"`python -m ddpm_tutor train ([^`]*)`", readme)
+    commands += [opts for opts in re.findall(r"^\| `(--profile [^`]*)` \|", readme, flags=re.M)]
+    assert len(commands) > 15
+    for options in commands:
+        argv = shlex.split(options.replace("OPTIONS", ""))
+        if "--out" not in argv:
+            argv += ["--out", "runs/x"]
+        _, config, _ = train_config(build_parser().parse_args(["train", *argv]))
+        assert config.unet.T == config.T, options
+    with_set = train_config(build_parser().parse_args(
+        ["train", "--profile", "gpu", "--out", "x", "--steps", "8000", "--lr", "1e-3", "--T", "1000",
+         "--set", "unet.channels=16,64,128", "--set", "ema_decay=0.999"]))[1]
+    assert with_set == cfg.profile_config("gpu", steps=8000, lr=1e-3, ema_decay=0.999, T=1000, unet=dt.UNetConfig())
+
+
+def test_set_overrides_any_field_and_names_a_bad_one():
+    config, changed = cfg.apply_overrides(TINY, ["ema_decay=0.25", "schedule=cosine", "unet.channels=8,24",
+                                                "T=30", "data_limit=none", "channels_last=true", "unet.dropout=0.1"])
+    assert (config.ema_decay, config.schedule, config.unet.channels, config.T, config.unet.T) == (0.25, "cosine", (8, 24), 30, 30)
+    assert (config.data_limit, config.channels_last, config.unet.dropout) == (None, True, 0.1)
+    assert changed == {"ema_decay": 0.25, "schedule": "cosine", "T": 30, "data_limit": None, "channels_last": True,
+                       "unet.channels": (8, 24), "unet.dropout": 0.1, "unet.T": 30}
+    assert cfg.apply_overrides(TINY, ["unet.T=40"])[0].T == 40  # T and unet.T move together either way
+    for bad, match in [
+        ("emadecay=0.5", r"--set emadecay: TrainConfig has no field 'emadecay'; known fields: .*ema_decay"),
+        ("unet.width=4", r"--set unet.width: UNetConfig has no field 'width'; known fields: .*unet.channels"),
+        ("unet=x", "TrainConfig has no field 'unet'"),
+        ("lr", "write FIELD=VALUE"),
+        ("steps=ten", r"--set steps=ten: expected an int, got 'ten'"),
+        ("unet.channels=8,x", "expected comma-separated ints"),
+        ("compile=maybe", "expected true or false"),
+        ("ema_decay=1.5", r"TrainConfig.ema_decay must lie in \[0, 1\)"),  # the config's own check
+        ("unet.channels=6,8", "norm_groups=4 must divide"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            cfg.apply_overrides(TINY, [bad])
+
+
+def test_cli_set(tmp_path, monkeypatch, capsys, data):
+    monkeypatch.setattr(tr, "_training_images", lambda config, d, root: data)
+    monkeypatch.setitem(cfg.PROFILES, "smoke", replace(TINY, profile="smoke", steps=2))
+    assert main(["train", "--profile", "smoke", "--out", str(tmp_path / "run"), "--lr", "3e-3",
+                 "--set", "ema_decay=0.75", "--set", "lr=4e-3", "--set", "unet.channels=4,8"]) == 0
+    assert "overridden: lr=0.004, ema_decay=0.75, unet.channels=(4, 8)" in capsys.readouterr().out  # --set wins
+    config = ck.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["train_config"]
+    assert (config["ema_decay"], config["lr"], config["unet"]["channels"]) == (0.75, 0.004, [4, 8])
+    with pytest.raises(SystemExit, match="train: --set ema: TrainConfig has no field 'ema'"):
+        main(["train", "--profile", "smoke", "--out", str(tmp_path / "run2"), "--set", "ema=0.5"])
+    assert not (tmp_path / "run2").exists()
+
+
+def test_the_hot_paths_read_no_values_back_from_the_device():
+    """A training step's loss, a sampling step and the EMA update never read a tensor's values on the host
+    (``int(t.min())``, ``.item()``, ``bool(...)``): on a GPU each such read makes the CPU wait for the device.
+    Tensors on the "meta" device have shapes but no values, so any such read raises here."""
+    model = dt.UNet(TINY_UNET).to("meta")
+    schedule = dt.linear_schedule(50).to("meta")
+    x0 = torch.zeros(4, 1, 28, 28, device="meta")
+    t = torch.zeros(4, dtype=torch.long, device="meta")
+    loss = dt.simple_loss(model, schedule, x0, t=t, noise=torch.zeros_like(x0), reduction="none")
+    weights = tr_losses.min_snr_weights(schedule, torch.arange(50, device="meta"), 1.0)
+    (loss * weights[t]).mean().backward()
+    step = dt.p_sample_step(schedule, model(x0, t), x0, t, noise=torch.zeros_like(x0))
+    assert step.x_prev.shape == x0.shape and dt.q_posterior(schedule, x0, x0, t)[0].shape == x0.shape
+    ema = tr.EMA(model, 0.9)
+    ema.update(model)
+    ema.update(model)
+    assert ema.n_averaged == 2
+
+
+def test_ema_copies_first_then_averages():
+    """ema <- d * ema + (1 - d) * weights after a first update that copies the weights."""
+    w = torch.nn.Linear(2, 1)
+    ema = tr.EMA(w, decay=0.9)
+    with torch.no_grad():
+        w.weight.fill_(1.0)
+    ema.update(w)
+    torch.testing.assert_close(ema.module.weight, torch.ones(1, 2))
+    with torch.no_grad():
+        w.weight.fill_(3.0)
+    ema.update(w)
+    torch.testing.assert_close(ema.module.weight, torch.full((1, 2), 0.9 * 1.0 + 0.1 * 3.0))

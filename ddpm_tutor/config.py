@@ -55,7 +55,7 @@ class TrainConfig:
     T: int = 1000  # diffusion steps; a linear schedule with T != 1000 scales beta_1 and beta_T by 1000 / T
     data_limit: int | None = None  # use only the first N training images (None: all 60,000)
     seed: int = 0  # seeds the initial weights, the batches, t and eps
-    mixed_precision: str = "auto"  # "auto" (bf16 if supported, else fp16, on CUDA; off on CPU), "bf16", "fp16", "off"
+    mixed_precision: str = "auto"  # "auto" (bf16 if supported, else fp16, on CUDA; off on CPU), "bf16" (CUDA or CPU), "fp16" (CUDA), "off"
     channels_last: bool = True  # channels_last memory format (faster convolutions on CPU and recent GPUs)
     compile: bool = False  # torch.compile the model (pays off for long runs; first steps are slow)
     log_every: int = 50  # record the mean loss every this many steps

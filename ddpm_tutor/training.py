@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -384,8 +384,14 @@ def _describe_origin(origin: dict[str, Any] | None) -> str:
 
 
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.mixed_precision == "off":
+    """The autocast dtype of a run: ``"auto"`` is bf16 (or fp16 where bf16 is missing) on CUDA and off elsewhere;
+    ``"bf16"`` also runs on the CPU; ``"fp16"`` needs CUDA (its gradient scaler is CUDA's)."""
+    if config.mixed_precision == "off" or (config.mixed_precision == "auto" and device.type != "cuda"):
         return None
+    if device.type != "cuda":
+        if config.mixed_precision == "fp16":
+            raise ValueError(f"TrainConfig.mixed_precision='fp16' needs a CUDA device, got {device}; use 'bf16' or 'off'")
+        return torch.bfloat16
     if config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
@@ -415,18 +421,20 @@ def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: 
 
 @torch.inference_mode()
 def loss_by_t(
-    model: torch.nn.Module,
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     schedule: NoiseSchedule,
     x0: torch.Tensor,
     num_bins: int = 20,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_simple of ``model`` on ``x0`` at ``num_bins`` evenly spaced code steps.
+    """L_simple of ``model`` (``model(xt, t) -> eps_hat``; a module is put in eval mode) on ``x0`` at ``num_bins``
+    evenly spaced code steps.
 
     Returns ``(t, loss)``: int64 ``(num_bins,)`` code steps and float64 ``(num_bins,)`` mean
     squared errors, each averaged over all of ``x0`` (same eps draws for every t).
     """
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     steps = torch.linspace(0, schedule.T - 1, num_bins).round().long()
     eps = torch.randn(x0.shape, generator=generator, device=generator.device if generator else x0.device).to(x0.device)
     losses = []

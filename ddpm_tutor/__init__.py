@@ -33,9 +33,34 @@ from .unet import UNet, UNetConfig
 from .config import TrainConfig, profile_config, resolve_profile
 from .checkpoints import load_model, load_pretrained
 from .training import train
-from . import data, derivations, metrics, plotting
+from . import data, metrics, plotting
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The version pyproject.toml declares: from the installed package's metadata, else from the checkout's file."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ddpm-tutor")
+    except PackageNotFoundError:  # imported from a checkout (PYTHONPATH) without being installed
+        import re
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
+        return found.group(1) if found else "unknown"
+
+
+__version__ = _version()
+
+
+def __getattr__(name: str):
+    # The SymPy proofs load on first use (dt.derivations), so that `import ddpm_tutor` does not import SymPy.
+    if name == "derivations":
+        import importlib
+
+        return importlib.import_module(".derivations", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "NoiseSchedule",

@@ -1,4 +1,4 @@
-"""Training steps per second of ``dt.train`` on the CPU: this checkout against another one, side by side.
+"""Training steps per second of ``dt.train`` (on the CPU by default): this checkout against another one, side by side.
 
 Each measurement runs in a fresh process that imports ``ddpm_tutor`` from the folder given (so two
 versions of the package can be compared), trains the ``cpu`` profile's network at batch 128 for a few
@@ -11,6 +11,7 @@ Usage (from the repository root)::
     python benchmarks/bench_train_step.py                          # this checkout only
     python benchmarks/bench_train_step.py --against /path/to/old   # the other checkout's ddpm_tutor vs this one
     python benchmarks/bench_train_step.py --against /path/to/old --rounds 5 --steps 50 --threads 2
+    python benchmarks/bench_train_step.py --against /path/to/old --device cuda --steps 500 --warmup 50
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ from dataclasses import replace
 import ddpm_tutor as dt
 
 steps, warmup, threads, batch = (int(a) for a in sys.argv[1:5])
+device = sys.argv[5]
 torch.set_num_threads(threads)
 base = dt.profile_config("cpu")
 config = replace(base, batch_size=batch, sample_every=0, log_every=50, checkpoint_every=10_000, compile=False)
 data = torch.rand(1024, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
-dt.train(replace(config, steps=warmup), data=data, progress=False)
+dt.train(replace(config, steps=warmup), data=data, progress=False, device=device)
 wall, cpu = time.perf_counter(), time.process_time()
-dt.train(replace(config, steps=steps), data=data, progress=False)
+dt.train(replace(config, steps=steps), data=data, progress=False, device=device)  # ends with its last loss read
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 print(json.dumps({"steps_per_s": steps / wall, "cpu_s_per_step": cpu / steps, "torch": torch.__version__}))
 """
@@ -47,7 +49,7 @@ print(json.dumps({"steps_per_s": steps / wall, "cpu_s_per_step": cpu / steps, "t
 def measure(package_root: Path, args: argparse.Namespace) -> dict:
     env = {**os.environ, "PYTHONPATH": str(package_root)}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(args.steps), str(args.warmup), str(args.threads), str(args.batch)],
+        [sys.executable, "-c", CHILD, str(args.steps), str(args.warmup), str(args.threads), str(args.batch), args.device],
         env=env, check=True, capture_output=True, text=True, cwd=package_root,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -61,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--device", default="cpu", help="torch device of the runs, e.g. cuda (there the mixed precision "
+                        "is the profile's: bf16 autocast)")
     args = parser.parse_args(argv)
 
     versions = ([("other", args.against.resolve())] if args.against else []) + [("this", ROOT)]

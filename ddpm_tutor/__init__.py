@@ -13,7 +13,9 @@ module                 what it holds                                    chapter
 ``derivations``        the SymPy proofs, one function per identity      1-6
 ``data``               MNIST in IDX form: download, verify, load        7
 ``unet``               UNetConfig, UNet (eps_theta)                     7
-``training``           TrainConfig, profiles, train, checkpoints        7
+``config``             TrainConfig, the gpu/cpu/smoke profiles          7
+``checkpoints``        save, load, export; the reference weights        7
+``training``           train (Algorithm 1)                              7
 ``sampling``           sample (Algorithm 2)                             8
 ``metrics``            the MNIST classifier that judges samples         8
 =====================  ===============================================  =========
@@ -28,10 +30,37 @@ from .reverse import p_mean, p_sample_step, p_variance
 from .sampling import sample
 from .schedules import NoiseSchedule, cosine_schedule, linear_schedule, schedule_from_betas
 from .unet import UNet, UNetConfig
-from .training import TrainConfig, load_model, load_pretrained, profile_config, resolve_profile, train
-from . import data, derivations, metrics, plotting, records
+from .config import TrainConfig, profile_config, resolve_profile
+from .checkpoints import load_model, load_pretrained
+from .training import train
+from . import data, metrics, plotting, records
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The version pyproject.toml declares: from the installed package's metadata, else from the checkout's file."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ddpm-tutor")
+    except PackageNotFoundError:  # imported from a checkout (PYTHONPATH) without being installed
+        import re
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
+        return found.group(1) if found else "unknown"
+
+
+__version__ = _version()
+
+
+def __getattr__(name: str):
+    # The SymPy proofs load on first use (dt.derivations), so that `import ddpm_tutor` does not import SymPy.
+    if name == "derivations":
+        import importlib
+
+        return importlib.import_module(".derivations", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "NoiseSchedule",

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -24,32 +23,36 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    """Train a U-Net on MNIST with a profile; checkpoints go to --out and a rerun resumes."""
-    from .training import PROFILE_NOTES, profile_config, resolve_profile, train
+def train_config(args: argparse.Namespace):
+    """The profile name, the TrainConfig and the overridden fields that ``train``'s arguments ask for."""
+    from .config import apply_overrides, profile_config, resolve_profile
 
     profile = resolve_profile(args.profile)
-    overrides = {name: getattr(args, name) for name in ("steps", "batch_size", "seed", "lr", "compile", "loss_weighting", "min_snr_gamma")
-                 if getattr(args, name) is not None}
     base = profile_config(profile)
-    unet_overrides = {}
-    if args.T is not None:  # the schedule and the network's time embedding must agree on T
-        overrides["T"] = unet_overrides["T"] = args.T
-    if args.channels is not None:
-        if len(args.channels) != len(base.unet.channels):
-            raise SystemExit(
-                f"--channels: the {profile} profile's U-Net has {len(base.unet.channels)} resolutions "
-                f"{tuple(base.unet.channels)}; give that many comma-separated widths"
-            )
-        unet_overrides["channels"] = args.channels
+    if args.channels is not None and len(args.channels) != len(base.unet.channels):
+        raise SystemExit(
+            f"--channels: the {profile} profile's U-Net has {len(base.unet.channels)} resolutions "
+            f"{tuple(base.unet.channels)}; give that many comma-separated widths"
+        )
+    # the explicit options are shorthands for --set; --set comes last, so it wins
+    shorthands = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "lr": args.lr,
+                  "compile": args.compile, "loss_weighting": args.loss_weighting, "min_snr_gamma": args.min_snr_gamma,
+                  "T": args.T, "unet.channels": ",".join(map(str, args.channels)) if args.channels else None}
+    settings = [f"{k}={v}" for k, v in shorthands.items() if v is not None] + list(args.set or [])
     try:  # the configs validate every field; their messages name it
-        if unet_overrides:
-            overrides["unet"] = replace(base.unet, **unet_overrides)
-        config = replace(base, **overrides)
-    except ValueError as err:
+        config, changed = apply_overrides(base, settings)
+    except (TypeError, ValueError) as err:
         raise SystemExit(f"train: {err}") from None
+    return profile, config, changed
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train a U-Net on MNIST with a profile; checkpoints go to --out and a rerun resumes."""
+    from .config import PROFILE_NOTES
+    from .training import train
+
+    profile, config, changed = train_config(args)
     print(f"profile {profile}: {PROFILE_NOTES[profile]}")
-    changed = {k: v for k, v in overrides.items() if k != "unet"} | {f"unet.{k}": v for k, v in unet_overrides.items()}
     if changed:
         print("overridden: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     if args.init_from is not None:
@@ -71,7 +74,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     from .plotting import save_image_grid
     from .sampling import sample
-    from .training import load_model, load_pretrained
+    from .checkpoints import load_model, load_pretrained
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint == "pretrained":
@@ -112,7 +115,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """Write a slim, shippable copy of a checkpoint and its sha256 record."""
-    from .training import export_checkpoint
+    from .checkpoints import export_checkpoint
 
     note = {"command": args.command_note} if args.command_note else None
     record = export_checkpoint(args.checkpoint, args.out, note=note)
@@ -172,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override the loss: none (L_simple, Algorithm 1) or min_snr (min-SNR-gamma weights)")
     tr.add_argument("--min-snr-gamma", type=float, default=None,
                     help="override gamma of the min-SNR weights")
+    tr.add_argument("--set", action="append", default=None, metavar="FIELD=VALUE",
+                    help="set any TrainConfig field, or a UNetConfig field as unet.FIELD (repeatable), e.g. "
+                    "--set ema_decay=0.9995 --set schedule=cosine --set unet.channels=16,64,128; T sets "
+                    "unet.T too. Applied after the options above; the configs check every value")
     tr.add_argument("--data", default=None,
                     help="folder with the MNIST IDX files (default: $DDPM_TUTOR_DATA, else download to the user cache)")
     tr.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda if available)")

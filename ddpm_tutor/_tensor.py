@@ -19,30 +19,40 @@ def check_t(t: torch.Tensor | int, T: int, batch: int | None = None, name: str =
     if isinstance(t, bool):
         raise TypeError(f"{name} must be an int or an integer tensor, got bool")
     if isinstance(t, int):
-        t = torch.full((batch if batch is not None else 1,), t, dtype=torch.long)
-    elif isinstance(t, torch.Tensor):
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(
-                f"{name} must hold integer timesteps (torch.long), got dtype {t.dtype}; "
-                f"use {name}.long() or torch.randint(...)"
-            )
-        if t.dim() == 0:
-            t = t.reshape(1).expand(batch if batch is not None else 1)
-        elif t.dim() != 1:
-            raise ValueError(f"{name} must be 0-d or 1-D of shape (B,), got shape {tuple(t.shape)}")
-        elif batch is not None and t.shape[0] not in (1, batch):
-            raise ValueError(f"{name} has shape {tuple(t.shape)} but the batch size is {batch}; pass one timestep per sample")
-        elif batch is not None and t.shape[0] == 1 and batch != 1:
-            t = t.expand(batch)
-        t = t.long()
-    else:
+        _check_range(t, t, T, name)
+        return torch.full((batch if batch is not None else 1,), t, dtype=torch.long)
+    if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be an int or an integer tensor, got {type(t).__name__}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) > T - 1):
-        raise ValueError(
-            f"{name} must lie in 0..T-1 = 0..{T - 1} (code step t is the paper's step t+1), "
-            f"got values in [{int(t.min())}, {int(t.max())}]"
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must hold integer timesteps (torch.long), got dtype {t.dtype}; "
+            f"use {name}.long() or torch.randint(...)"
         )
+    if t.dim() == 0:
+        t = t.reshape(1).expand(batch if batch is not None else 1)
+    elif t.dim() != 1:
+        raise ValueError(f"{name} must be 0-d or 1-D of shape (B,), got shape {tuple(t.shape)}")
+    elif batch is not None and t.shape[0] not in (1, batch):
+        raise ValueError(f"{name} has shape {tuple(t.shape)} but the batch size is {batch}; pass one timestep per sample")
+    elif batch is not None and t.shape[0] == 1 and batch != 1:
+        t = t.expand(batch)
+    t = t.long()
+    # Reading values back from a GPU makes the CPU wait for it (a sync at every training and sampling step),
+    # so the range is read only from CPU tensors. On CUDA an asynchronous device-side assertion stands in:
+    # it fails the run (at a later kernel launch) instead of letting a negative t wrap around to a[T + t].
+    if t.numel():
+        if t.device.type == "cpu":
+            _check_range(int(t.min()), int(t.max()), T, name)
+        elif t.device.type == "cuda":
+            torch._assert_async(((t >= 0) & (t < T)).all(), f"{name} must lie in 0..T-1 = 0..{T - 1}")
     return t
+
+
+def _check_range(lo: int, hi: int, T: int, name: str) -> None:
+    if lo < 0 or hi > T - 1:
+        raise ValueError(
+            f"{name} must lie in 0..T-1 = 0..{T - 1} (code step t is the paper's step t+1), got values in [{lo}, {hi}]"
+        )
 
 
 def extract(a: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

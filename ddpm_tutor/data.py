@@ -27,7 +27,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -35,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from .files import atomic_write, remove_orphans
 
 __all__ = [
     "MNISTError",
@@ -162,13 +163,6 @@ def _sha_error(path: Path, name: str, got: str, fix: str) -> MNISTError:
     )
 
 
-def _default_mode() -> int:
-    """The mode a plainly created file would get (0o666 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _fetch(url: str, dest: Path, name: str, progress: bool) -> None:
     """Stream ``url`` into a temp file next to ``dest``, verify it, then rename atomically.
 
@@ -177,10 +171,8 @@ def _fetch(url: str, dest: Path, name: str, progress: bool) -> None:
     """
     from tqdm.auto import tqdm
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+    def download(tmp: Path) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             length = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
             total = int(length) if length and length.isdigit() else None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
@@ -198,17 +190,14 @@ def _fetch(url: str, dest: Path, name: str, progress: bool) -> None:
                 content = gzip.decompress(content)
             except (OSError, EOFError, zlib.error) as exc:
                 raise MNISTError(f"{url}: served a damaged gzip file ({type(exc).__name__}: {exc})") from exc
-        got = hashlib.sha256(content).hexdigest()
+        got = hashlib.sha256(content).hexdigest()  # of the decompressed content, not of the file
         if got != SHA256[name]:
             raise MNISTError(
                 f"{url}: sha256 of the decompressed content is {got}, expected {SHA256[name]}; "
                 f"the mirror served a different or damaged file"
             )
-        os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the usual umask-based mode
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, download, suffix=".part")
 
 
 def download_mnist(
@@ -243,6 +232,7 @@ def _download(root: Path, splits: tuple[str, ...], mirrors: tuple[str, ...], pro
         for name in FILES[split]:
             if _find(root, name) is not None:
                 continue
+            remove_orphans(root / name)  # the .part files of a download that was killed
             errors = []
             for mirror in mirrors:
                 url = mirror.rstrip("/") + "/" + name

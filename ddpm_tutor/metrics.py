@@ -16,7 +16,6 @@ needs an Inception network and tens of thousands of samples.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from .files import load_verified
 
 __all__ = [
     "WEIGHTS_PATH",
@@ -76,10 +77,6 @@ class MNISTClassifier(nn.Module):
         return self.fc2(h)  # (B, 10)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_classifier(
     device: str | torch.device = "cpu",
     path: str | os.PathLike | None = None,
@@ -105,17 +102,11 @@ def load_classifier(
                 f"classifier file {p} not found; reinstall ddpm-tutor or re-create it with "
                 f"python scripts/train_classifier.py"
             )
-    meta = json.loads(meta_path.read_text())
-    got = _sha256(path)
-    if got != meta["sha256"]:
-        raise ValueError(
-            f"{path}: sha256 is {got}, but {meta_path} records {meta['sha256']}; the weights "
-            f"were modified or damaged. Reinstall ddpm-tutor or re-create both files with "
-            f"python scripts/train_classifier.py"
-        )
-    arch = meta["architecture"]
+    state = load_verified(path, meta_path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                          fix="reinstall ddpm-tutor or re-create both files with python scripts/train_classifier.py")
+    arch = json.loads(meta_path.read_text())["architecture"]
     model = MNISTClassifier(channels=tuple(arch["channels"]), hidden=arch["hidden"], dropout=arch["dropout"])
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import atomic_write
 
 __all__ = ["image_grid", "save_image_grid", "show_images"]
 
@@ -55,16 +56,7 @@ def save_image_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = (image_grid(x, nrow) * 255).round().astype(np.uint8)
     image = Image.fromarray(grid, mode="L").resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def show_images(x: torch.Tensor, nrow: int | None = None, ax=None, title: str | None = None):

@@ -1,361 +1,63 @@
 """Training: Algorithm 1 of Ho et al. (2020) on MNIST, with checkpoints that survive a disconnect.
 
-Chapter 7 of the book. The loop is short on purpose:
+Chapter 7 of the book. The loop in :func:`train` is short on purpose:
 
     repeat
-        x_0 ~ q(x_0);  t ~ Uniform({1, ..., T});  eps ~ N(0, I)
+        x_0 ~ q(x_0);  t ~ Uniform({1, ..., T});  eps ~ N(0, I)              (lines 2-4: _draw_batch)
         take a gradient step on  || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2
+                                                                             (line 5: _optimisation_step)
     until converged
 
-Around it sit small opt-in helpers: AdamW with linear warm-up and cosine decay,
-optional min-SNR-gamma loss weights, gradient clipping, an exponential moving
-average (EMA) of the weights (``torch.optim.swa_utils``), mixed precision on CUDA,
-and atomic checkpoints that resume.
-
-Profiles (:data:`PROFILES`) size a run for where it executes: ``gpu`` (a Colab T4:
-minutes), ``cpu`` (a 2-core laptop: under 45 minutes) and ``smoke`` (seconds, for
-CI). :func:`resolve_profile` picks ``gpu`` when CUDA is present and ``cpu``
-otherwise; the environment variable ``DDPM_TUTOR_PROFILE`` overrides it.
+Around it sit small helpers named beside it: :func:`_resume` (continue a run from its checkpoint),
+:class:`EMA` (an exponential moving average of the weights), :func:`_log` (the mean loss every
+``log_every`` steps, checked for NaN/inf there rather than at every step, so a GPU is never made to wait
+for the CPU), and :func:`_checkpoint` (an atomic checkpoint). The run's settings live in
+:mod:`ddpm_tutor.config`, the checkpoint files in :mod:`ddpm_tutor.checkpoints`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
-import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    PRETRAINED,  # noqa: F401  (chapter 8 reads dt.training.PRETRAINED)
+    CheckpointMismatchError,
+    diff_fields,
+    load_checkpoint,
+    load_init_weights,
+    load_weights,
+    save_checkpoint,
+)
+from .config import (  # noqa: F401  (chapters 7 and 8 read PROFILES, PROFILE_NOTES, build_schedule here)
+    PROFILE_NOTES,
+    PROFILES,
+    TrainConfig,
+    build_schedule,
+    learning_rate,
+    memory_format,
+    profile_config,
+)
+from .files import remove_orphans
 from .losses import min_snr_weights, simple_loss
-from .schedules import NoiseSchedule, cosine_schedule, linear_schedule
-from .unet import UNet, UNetConfig
+from .schedules import NoiseSchedule
+from .unet import UNet
 
-__all__ = [
-    "TrainConfig",
-    "PROFILES",
-    "PROFILE_NOTES",
-    "resolve_profile",
-    "profile_config",
-    "build_schedule",
-    "train",
-    "learning_rate",
-    "TrainResult",
-    "save_checkpoint",
-    "load_checkpoint",
-    "load_model",
-    "load_pretrained",
-    "export_checkpoint",
-    "loss_by_t",
-    "CheckpointMismatchError",
-]
-
-CHECKPOINT_FORMAT = 1
+__all__ = ["train", "TrainResult", "EMA", "loss_by_t", "DIVERGENCE_FACTOR"]
 
 #: :func:`train` warns that a run has diverged when a logged loss exceeds its lowest one after the warm-up
 #: by this factor (seen: 0.017 -> 0.65 at lr 4e-3 with the cosine noise schedule; NaN and inf stop training).
 DIVERGENCE_FACTOR = 10.0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run; saved inside every checkpoint."""
-
-    profile: str = "cpu"  # the profile this config came from (gpu, cpu, smoke, or custom)
-    steps: int = 4000  # optimiser steps in total
-    batch_size: int = 128  # images per step
-    lr: float = 1e-3  # peak AdamW learning rate, reached after warmup_steps
-    warmup_steps: int = 200  # linear warm-up from 0 to lr
-    lr_decay: str = "constant"  # after warm-up: "constant", or "cosine": half a cosine from lr down to 0 at `steps`
-    # (so a cosine run resumes only with the steps it planned: more would raise the rate again, a warm restart)
-    weight_decay: float = 0.0  # AdamW weight decay
-    grad_clip: float = 1.0  # clip the global gradient norm to this value (0 turns clipping off)
-    ema_decay: float = 0.999  # EMA weight decay: ema = decay * ema + (1 - decay) * weights, every step
-    ema_start: int = 0  # steps before the EMA starts averaging (it copies the weights until then)
-    loss_weighting: str = "none"  # "none": L_simple, every t weighted 1 (Algorithm 1); "min_snr": min(SNR_t, gamma) / SNR_t
-    min_snr_gamma: float = 5.0  # gamma of "min_snr" (Hang et al. 2023): steps with SNR_t above it are weighted down
-    schedule: str = "linear"  # noise schedule: "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
-    T: int = 1000  # diffusion steps; a linear schedule with T != 1000 scales beta_1 and beta_T by 1000 / T
-    data_limit: int | None = None  # use only the first N training images (None: all 60,000)
-    seed: int = 0  # seeds the initial weights, the batches, t and eps
-    mixed_precision: str = "auto"  # "auto" (bf16 if supported, else fp16, on CUDA; off on CPU), "bf16", "fp16", "off"
-    channels_last: bool = True  # channels_last memory format (faster convolutions on CPU and recent GPUs)
-    compile: bool = False  # torch.compile the model (pays off for long runs; first steps are slow)
-    log_every: int = 50  # record the mean loss every this many steps
-    sample_every: int = 0  # draw a small grid of samples every this many steps (0: never)
-    sample_count: int = 16  # how many images each of those grids holds
-    checkpoint_every: int = 500  # write a checkpoint every this many steps (and at the end)
-    unet: UNetConfig = field(default_factory=UNetConfig)  # the network
-
-    def __post_init__(self) -> None:
-        if isinstance(self.unet, dict):
-            object.__setattr__(self, "unet", UNetConfig.from_dict(self.unet))
-        for name in ("steps", "batch_size", "T", "log_every", "checkpoint_every", "sample_count"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
-        for name in ("warmup_steps", "sample_every", "ema_start", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be an int >= 0, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.lr_decay not in ("constant", "cosine"):
-            raise ValueError(f"TrainConfig.lr_decay must be 'constant' or 'cosine', got {self.lr_decay!r}")
-        if self.loss_weighting not in ("none", "min_snr"):
-            raise ValueError(f"TrainConfig.loss_weighting must be 'none' or 'min_snr', got {self.loss_weighting!r}")
-        if not self.min_snr_gamma > 0:
-            raise ValueError(f"TrainConfig.min_snr_gamma must be > 0 (Hang et al. use 5), got {self.min_snr_gamma}")
-        if self.schedule not in ("linear", "cosine"):
-            raise ValueError(f"TrainConfig.schedule must be 'linear' or 'cosine', got {self.schedule!r}")
-        if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
-            raise ValueError(
-                f"TrainConfig.mixed_precision must be one of 'auto', 'bf16', 'fp16', 'off', got {self.mixed_precision!r}"
-            )
-        if self.data_limit is not None and (isinstance(self.data_limit, bool) or self.data_limit < 1):
-            raise ValueError(f"TrainConfig.data_limit must be None or a positive int, got {self.data_limit!r}")
-        if self.unet.T != self.T:
-            raise ValueError(
-                f"TrainConfig.T={self.T} but unet.T={self.unet.T}; they must agree (use dataclasses.replace on both)"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["unet"] = self.unet.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields are {sorted(known)}")
-        return cls(**d)
-
-
-def _profiles() -> dict[str, TrainConfig]:
-    # 2 cores: a U-Net thin at 28x28, where every channel is costly, and wider at 14x14 and 7x7, where
-    # strokes become digits (0.7 M parameters, no dropout for a short run); a learning rate that decays
-    # to 0, T = 400 steps, so that sampling the 1,000 images that judge it takes minutes, and min-SNR-1
-    # loss weights, which spend the short run's gradient on the noisy steps that shape the digit
-    # (measured on 1,000 samples each: L_simple 78.7 %, gamma = 5 81.1 %, gamma = 1 81.6 % confident; README).
-    # lr 2e-3: twice that gave 82.1 %, within the sampling error.
-    cpu_unet = UNetConfig(channels=(16, 48, 96), num_res_blocks=(1, 1, 1), norm_groups=4, dropout=0.0, T=400)
-    cpu = TrainConfig(
-        profile="cpu", steps=5000, batch_size=128, lr=2e-3, warmup_steps=200, lr_decay="cosine",
-        ema_decay=0.998, T=400, loss_weighting="min_snr", min_snr_gamma=1.0,
-        sample_every=1000, checkpoint_every=250, log_every=50, unet=cpu_unet,
-    )
-    # A GPU runs a network this small at the pace at which Python launches its kernels, not at the pace of
-    # its arithmetic: one step of batch 128 took 19.7 ms with the cpu profile's network and 23.3 ms with the
-    # default 1.12 M-parameter U-Net on an H200, the GPU a fifth busy. So the gpu profile trains the cpu
-    # profile's network twice as long (measured on 1,000 samples each: 85.3 % confident; the default U-Net
-    # for 8,000 steps 81.9 % with min-SNR-1 weights, 78.6 % with L_simple; README). More images per step
-    # help further where a GPU has room for them (batch 256: 88.3 %, batch 512: 90.8 %, the H200 then fully
-    # busy); the reference checkpoint is the batch-512 run, and the profile keeps batch 128, a quarter of the
-    # arithmetic, for smaller GPUs such as Colab's T4.
-    gpu = replace(cpu, profile="gpu", steps=10000, lr=2e-3, sample_every=2000, checkpoint_every=1000)
-    smoke_unet = UNetConfig(channels=(16, 32), num_res_blocks=(1, 1), time_embed_dim=32, attention_heads=2, norm_groups=4, T=100)
-    smoke = TrainConfig(
-        profile="smoke", steps=30, batch_size=32, lr=2e-3, warmup_steps=5, ema_decay=0.9, T=100, data_limit=512,
-        sample_every=15, sample_count=8, checkpoint_every=15, log_every=5, channels_last=False, unet=smoke_unet,
-    )
-    return {"gpu": gpu, "cpu": cpu, "smoke": smoke}
-
-
-#: The three training profiles, by name.
-PROFILES: dict[str, TrainConfig] = _profiles()
-
-#: What each profile is for, and what quality to expect from it.
-PROFILE_NOTES: dict[str, str] = {
-    "gpu": "the real run, for a GPU such as a Colab T4: recognisable, diverse digits in minutes (3.3 on an H200); "
-    "about 85 % of them confidently classified (chapter 8).",
-    "cpu": "a reduced but real run for a 2-core CPU: recognisable, diverse digits in under 45 minutes; "
-    "about 4 in 5 of them confidently classified (chapter 8).",
-    "smoke": "seconds, for CI: checks that everything runs end to end; its samples are still noise.",
-}
-
-
-def resolve_profile(profile: str | None = None) -> str:
-    """The profile to use: ``profile`` if given, else ``$DDPM_TUTOR_PROFILE``, else ``gpu`` with CUDA and ``cpu`` without."""
-    name = profile or os.environ.get("DDPM_TUTOR_PROFILE") or ("gpu" if torch.cuda.is_available() else "cpu")
-    if name not in PROFILES:
-        raise ValueError(
-            f"unknown profile {name!r} (from {'the argument' if profile else 'DDPM_TUTOR_PROFILE'}); "
-            f"choose one of {sorted(PROFILES)}"
-        )
-    return name
-
-
-def profile_config(profile: str | None = None, **overrides: Any) -> TrainConfig:
-    """The :class:`TrainConfig` of a profile (see :func:`resolve_profile`), with fields overridden by keyword."""
-    return replace(PROFILES[resolve_profile(profile)], **overrides)
-
-
-def build_schedule(config: TrainConfig) -> NoiseSchedule:
-    """The noise schedule a config trains with. A linear schedule with T != 1000 keeps beta_t * T fixed (Nichol & Dhariwal 2021)."""
-    if config.schedule == "cosine":
-        return cosine_schedule(config.T)
-    scale = 1000 / config.T
-    return linear_schedule(config.T, beta_1=1e-4 * scale, beta_T=min(0.02 * scale, 0.999))
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint was loaded into a model or run with a different configuration."""
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is readable like any other file
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _diff_fields(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
-    keys = sorted(set(expected) | set(found))
-    return [f"{k}: {found.get(k, '<missing>')!r} in the checkpoint, {expected.get(k, '<missing>')!r} here" for k in keys if expected.get(k) != found.get(k)]
-
-
-def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
-    """Write a checkpoint dict atomically (a temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    _atomic_torch_save(checkpoint, path)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(..., weights_only=True)``; clear errors for a missing or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m ddpm_tutor train --out DIR`")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated file, pickle with code in it, ...
-        raise ValueError(f"{path} is not a readable ddpm_tutor checkpoint ({exc.__class__.__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a ddpm_tutor checkpoint (format {CHECKPOINT_FORMAT} expected)")
-    return ckpt
-
-
-def _load_weights(model: UNet, checkpoint: dict[str, Any], which: str) -> None:
-    found = checkpoint["train_config"]["unet"]
-    differing = _diff_fields(model.config.to_dict(), found)
-    if differing:
-        raise CheckpointMismatchError(
-            "the checkpoint was trained with a different UNetConfig; differing fields: " + "; ".join(differing)
-            + ". Build the model with UNetConfig.from_dict(checkpoint['train_config']['unet'])."
-        )
-    model.load_state_dict(checkpoint[which])
-
-
-def _memory_format(config: TrainConfig) -> torch.memory_format:
-    """The tensor layout a run trains in, and its models are loaded in."""
-    return torch.channels_last if config.channels_last else torch.contiguous_format
-
-
-def load_model(
-    path: str | os.PathLike, which: str = "ema", device: str | torch.device = "cpu"
-) -> tuple[UNet, NoiseSchedule, dict[str, Any]]:
-    """Rebuild ``(model, schedule, checkpoint)`` from a checkpoint; ``which`` is ``"ema"`` or ``"model"`` (the raw weights).
-
-    The model comes back in the memory format its run trained in: ``channels_last`` where the run's
-    ``TrainConfig.channels_last`` is set, which also makes sampling faster on CPUs.
-    """
-    if which not in ("ema", "model"):
-        raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
-    ckpt = load_checkpoint(path, map_location=device)
-    config = TrainConfig.from_dict(ckpt["train_config"])
-    model = UNet(config.unet)
-    _load_weights(model, ckpt, which)
-    return model.to(device, memory_format=_memory_format(config)).eval(), build_schedule(config), ckpt
-
-
-#: The reference checkpoint shipped with the package: the ``gpu`` profile with batch 512
-#: (``python -m ddpm_tutor train --profile gpu --batch-size 512``; README: how it was trained and judged).
-PRETRAINED = Path(__file__).parent / "weights" / "mnist_ddpm.pt"
-
-
-def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule]:
-    """The reference MNIST model shipped in the package, as ``(model, schedule)`` (EMA weights, eval mode).
-
-    The file's sha256 is checked against ``weights/mnist_ddpm.json`` before loading.
-    """
-    meta_path = PRETRAINED.with_suffix(".json")
-    if not PRETRAINED.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(
-            f"the reference checkpoint {PRETRAINED.name} is missing from the installed package; reinstall ddpm-tutor"
-        )
-    meta = json.loads(meta_path.read_text())
-    digest = hashlib.sha256(PRETRAINED.read_bytes()).hexdigest()
-    if digest != meta["sha256"]:
-        raise ValueError(
-            f"{PRETRAINED.name} has sha256 {digest}, expected {meta['sha256']}: the file is corrupt; reinstall ddpm-tutor"
-        )
-    model, schedule, _ = load_model(PRETRAINED, which="ema", device=device)
-    return model, schedule
-
-
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write a slim copy of a checkpoint for shipping (weights and configs; no optimiser state),
-    plus ``dst`` with suffix ``.json`` recording its sha256, step, training time and ``note``.
-
-    Returns the JSON record. Both files are written atomically.
-    """
-    ckpt = load_checkpoint(src)
-    slim = {k: ckpt[k] for k in ("format", "step", "train_config", "model", "ema", "history", "train_seconds", "torch_version", "init_from") if k in ckpt}
-    dst = Path(dst)
-    save_checkpoint(dst, slim)
-    record = {
-        "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(),
-        "bytes": dst.stat().st_size,
-        "step": int(ckpt["step"]),
-        "train_seconds": round(float(ckpt.get("train_seconds", 0.0)), 1),
-        "profile": ckpt["train_config"]["profile"],
-        "torch_version": ckpt.get("torch_version"),
-        **(note or {}),
-    }
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh, indent=2)
-        fh.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dst.with_suffix(".json"))
-    return record
-
-
-# ----------------------------------------------------------------------------- training
-
-
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """The learning rate of optimiser step ``step`` (0-based): a linear warm-up to ``config.lr``, then constant
-    or half a cosine down to 0 at ``config.steps`` (so a cosine run's rate depends on the steps it plans)."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.lr_decay == "cosine":
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return config.lr
 
 
 @dataclass
@@ -373,9 +75,323 @@ class TrainResult:
     checkpoint: Path | None  #: the last checkpoint written, if out_dir was given
 
 
+class EMA:
+    """An exponential moving average of a model's weights: ``ema = decay * ema + (1 - decay) * weights``.
+
+    The first update copies the weights. The count of updates is a Python int, so an update never
+    reads a tensor back to the CPU (``torch.optim.swa_utils.AveragedModel`` compares a tensor with 0
+    at every step, which makes a GPU wait); the arithmetic is the same ``lerp``.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+        self.n_averaged = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        ema, current = list(self.module.state_dict().values()), list(model.state_dict().values())
+        if self.n_averaged == 0:
+            torch._foreach_copy_(ema, current)
+        else:
+            floats = [(e, c) for e, c in zip(ema, current) if e.is_floating_point()]
+            torch._foreach_lerp_([e for e, _ in floats], [c for _, c in floats], 1.0 - self.decay)
+        self.n_averaged += 1
+
+
+@dataclass
+class _Run:
+    """The state a run carries from step to step, and saves in its checkpoint."""
+
+    model: UNet
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    origin: dict[str, Any] | None  # where fine-tuning started (init_from), else None
+    start_step: int = 0
+    seconds_before: float = 0.0  # wall time of the earlier calls of a resumed run
+    history: dict[str, list] = field(default_factory=lambda: {"step": [], "loss": [], "lr": [], "samples": []})
+    interval: list[float] = field(default_factory=list)  # losses since the last logged mean
+    warned: bool = False  # the divergence warning was given
+
+
+def train(
+    config: TrainConfig | str | None = None,
+    *,
+    data: torch.Tensor | None = None,
+    data_root: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    init_from: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Train an epsilon-prediction U-Net with L_simple (Algorithm 1 of Ho et al. 2020).
+
+    Args:
+        config: a :class:`TrainConfig`, a profile name, or None for :func:`resolve_profile`'s choice.
+        data: optional float images ``(N, C, H, W)`` in [-1, 1]; MNIST's training split by default.
+        data_root: where MNIST lives (see :func:`ddpm_tutor.data.load_mnist`), when ``data`` is None.
+        out_dir: folder for ``checkpoint.pt``; with ``resume=True`` an existing checkpoint there is
+            continued from its step (a Colab session that disconnects resumes where it stopped).
+        device: defaults to CUDA when available, else CPU.
+        progress: show a tqdm progress bar.
+        init_from: fine-tune: start from the EMA weights of this checkpoint (``"pretrained"``: the reference
+            checkpoint) instead of random weights, with a fresh optimiser, learning-rate schedule and EMA.
+            Its network and noise schedule must be ``config``'s; a smaller ``lr`` than a run from scratch
+            suits it. The run's checkpoints record the source's sha256, step and config (``"init_from"``).
+
+    Raises:
+        FloatingPointError: the loss became NaN or inf (checked every ``log_every`` steps and before every
+            checkpoint; the message says what to try).
+        CheckpointMismatchError: ``out_dir`` holds a checkpoint of a different configuration.
+    """
+    if config is None or isinstance(config, str):
+        config = profile_config(config)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig or a profile name, got {type(config).__name__}")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    images = _training_images(config, data, data_root).to(device)
+    schedule = build_schedule(config).to(device)
+    run = _new_run(config, device, init_from)
+    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    if ckpt_path is not None:
+        remove_orphans(ckpt_path)  # the temporary files of a run that was killed while writing a checkpoint
+        if resume and ckpt_path.exists():
+            _resume(run, config, ckpt_path, device)
+
+    step_model = torch.compile(run.model) if config.compile else run.model
+    amp_dtype = _autocast_dtype(config, device)
+    # lambda_t for every step, computed once: the loop only indexes it (no per-step schedule maths or syncs).
+    loss_weights = None
+    if config.loss_weighting == "min_snr":
+        loss_weights = min_snr_weights(schedule, torch.arange(schedule.T, device=device), config.min_snr_gamma)
+    generator = torch.Generator(device=device)
+    pending: list[torch.Tensor] = []  # this interval's losses, still on the device
+    last_ckpt: Path | None = None
+    run.model.train()
+    t0 = time.perf_counter()
+    bar = tqdm(range(run.start_step, config.steps), desc=f"training ({config.profile})", disable=not progress,
+               initial=run.start_step, total=config.steps)
+    for step in bar:
+        x0, t, eps = _draw_batch(images, schedule.T, config, step, generator)  # Algorithm 1, lines 2-4
+        loss = _optimisation_step(run, step_model, schedule, x0, t, eps, config, step, loss_weights, amp_dtype)  # line 5
+        run.ema.update(run.model)
+        pending.append(loss)
+        done = step + 1
+        log_now = done % config.log_every == 0 or done == config.steps
+        sample_now = config.sample_every and (done % config.sample_every == 0 or done == config.steps)
+        ckpt_now = done % config.checkpoint_every == 0 or done == config.steps
+        if log_now or sample_now or ckpt_now:  # the only places the loop waits for the device
+            _log(run, config, done, pending, bar, last_ckpt, record=log_now)
+            pending = []
+        if sample_now:
+            _snapshot(run, schedule, config, done, device)
+        if ckpt_now and ckpt_path is not None:
+            last_ckpt = _checkpoint(run, config, ckpt_path, done, device, time.perf_counter() - t0)
+    bar.close()
+    seconds = time.perf_counter() - t0
+
+    run.model.eval()
+    if ckpt_path is not None and last_ckpt is None and ckpt_path.exists():
+        last_ckpt = ckpt_path
+    return TrainResult(
+        model=run.model, ema_model=copy.deepcopy(run.ema.module).eval(), schedule=schedule, config=config,
+        history=run.history, seconds=seconds, total_seconds=run.seconds_before + seconds,
+        steps_run=config.steps - run.start_step, checkpoint=last_ckpt,
+    )
+
+
+def _draw_batch(
+    images: torch.Tensor, T: int, config: TrainConfig, step: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Algorithm 1, lines 2-4: ``x0 ~ q(x0)``, ``t ~ Uniform`` (code steps 0..T-1), ``eps ~ N(0, I)``.
+
+    Each step's draw depends only on ``(config.seed, step)``, so a resumed run draws what an uninterrupted one would.
+    """
+    generator.manual_seed(config.seed * 1_000_003 + step)
+    device, layout = images.device, memory_format(config)
+    idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=generator, device=device)
+    x0 = images[idx].contiguous(memory_format=layout)  # (B, C, H, W) in [-1, 1]
+    t = torch.randint(0, T, (config.batch_size,), generator=generator, device=device)  # (B,) int64
+    eps = torch.randn(x0.shape, generator=generator, device=device).contiguous(memory_format=layout)
+    return x0, t, eps
+
+
+def _optimisation_step(
+    run: _Run, step_model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor,
+    eps: torch.Tensor, config: TrainConfig, step: int, loss_weights: torch.Tensor | None, amp_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """Algorithm 1, line 5: one AdamW step on L_simple (min-SNR weighted if asked), with the learning-rate
+    schedule, mixed precision and gradient clipping. Returns the loss as a detached 0-dim tensor (no sync)."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate(config, step)
+    with torch.autocast(x0.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        if loss_weights is not None:
+            per_image = simple_loss(step_model, schedule, x0, t=t, noise=eps, reduction="none")
+            loss = (per_image * loss_weights[t]).mean()
+        else:
+            loss = simple_loss(step_model, schedule, x0, t=t, noise=eps)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if config.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss.detach()
+
+
+def _log(run: _Run, config: TrainConfig, done: int, pending: list[torch.Tensor], bar, last_ckpt: Path | None,
+         record: bool) -> None:
+    """Read the losses of the steps since the last call (one sync), stop on NaN/inf, and every ``log_every``
+    steps record their mean and warn if it jumped far above the lowest mean after the warm-up."""
+    losses = torch.stack(pending).float().tolist()
+    first = done - len(losses)
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise FloatingPointError(
+            f"the loss became {losses[bad]} at step {first + bad}: training stopped instead of producing black images. "
+            "Lower TrainConfig.lr, keep grad_clip on, or set mixed_precision='off'"
+            + (f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "")
+        )
+    run.interval.extend(losses)  # a checkpoint or a snapshot may come between two log steps
+    if not record:
+        return
+    mean = sum(run.interval) / len(run.interval)
+    run.interval = []
+    # the lowest logged loss after the warm-up (a resumed run continues from its history)
+    lowest = min((v for at, v in zip(run.history["step"], run.history["loss"]) if at > config.warmup_steps), default=math.inf)
+    run.history["step"].append(done)
+    run.history["loss"].append(mean)
+    run.history["lr"].append(learning_rate(config, done - 1))
+    bar.set_postfix(loss=f"{mean:.4f}")
+    if mean > DIVERGENCE_FACTOR * lowest and not run.warned:
+        run.warned = True
+        warnings.warn(
+            f"the training loss jumped to {mean:.4f} at step {done}, more than {DIVERGENCE_FACTOR:g} times its "
+            f"lowest value after the warm-up ({lowest:.4f}): training has probably diverged, and its samples "
+            f"will be noise. Lower TrainConfig.lr (now {config.lr:g}) and train again in a new out_dir",
+            RuntimeWarning, stacklevel=3,
+        )
+
+
+def _snapshot(run: _Run, schedule: NoiseSchedule, config: TrainConfig, done: int, device: torch.device) -> None:
+    """Draw ``config.sample_count`` images with the EMA weights (the same seed every time) into the history."""
+    from .sampling import sample
+
+    g = torch.Generator(device=device).manual_seed(config.seed)
+    shape = (config.sample_count, config.unet.in_channels, config.unet.image_size, config.unet.image_size)
+    x = sample(run.ema.module, schedule, shape, generator=g, progress=False)
+    run.history["samples"].append((done, x.clamp(-1, 1).cpu()))
+    run.model.train()
+
+
+def _checkpoint(run: _Run, config: TrainConfig, path: Path, done: int, device: torch.device, seconds: float) -> Path:
+    """Write the run's state after ``done`` steps to ``path`` (atomically); weights that are not finite are refused."""
+    params = list(run.model.parameters())
+    if not bool(torch.stack([p.isfinite().all() for p in params]).all()):  # one sync per checkpoint
+        raise FloatingPointError(
+            f"the weights are no longer finite at step {done}: the checkpoint was not written, so {path} keeps "
+            "the last good one. Lower TrainConfig.lr, keep grad_clip on, or set mixed_precision='off'"
+        )
+    history = {k: v for k, v in run.history.items() if k != "samples"}
+    return save_checkpoint(path, {
+        "format": CHECKPOINT_FORMAT,
+        "step": done,
+        "train_config": config.to_dict(),
+        "model": run.model.state_dict(),
+        "ema": run.ema.module.state_dict(),
+        "ema_n_averaged": run.ema.n_averaged,
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else {},
+        "history": history,
+        "sample_steps": [s for s, _ in run.history["samples"]],
+        "sample_images": [x for _, x in run.history["samples"]],
+        "train_seconds": run.seconds_before + seconds,
+        "cpu_rng_state": torch.get_rng_state(),
+        **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+        "torch_version": str(torch.__version__),
+        **({"init_from": run.origin} if run.origin else {}),
+    })
+
+
+def _new_run(config: TrainConfig, device: torch.device, init_from: str | os.PathLike | None) -> _Run:
+    """Fresh weights (seeded by ``config.seed``, or those of ``init_from``), EMA, AdamW and gradient scaler."""
+    torch.manual_seed(config.seed)
+    model = UNet(config.unet).to(device)
+    origin = load_init_weights(model, config, init_from) if init_from is not None else None
+    model = model.to(memory_format=memory_format(config))
+    amp_dtype = _autocast_dtype(config, device)
+    return _Run(
+        model=model,
+        ema=EMA(model, config.ema_decay),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+        origin=origin,
+    )
+
+
+def _resume(run: _Run, config: TrainConfig, ckpt_path: Path, device: torch.device) -> None:
+    """Continue ``run`` from the checkpoint at ``ckpt_path``, after checking it was written by the same run."""
+    ckpt = load_checkpoint(ckpt_path, map_location=device)
+    # Fields that only say how long to run or how often to log may change on resume (e.g. more steps,
+    # unless the learning rate decays over them: checked below).
+    free = {"steps", "log_every", "sample_every", "sample_count", "checkpoint_every", "compile"}
+    planned = TrainConfig.from_dict(ckpt["train_config"])
+    differing = diff_fields(
+        {k: v for k, v in config.to_dict().items() if k not in free},
+        {k: v for k, v in planned.to_dict().items() if k not in free},
+    )
+    if differing:
+        raise CheckpointMismatchError(
+            f"{ckpt_path} was written by a run with a different configuration; differing fields: "
+            + "; ".join(differing) + ". Use another out_dir, or resume=False to start over."
+        )
+    if config.lr_decay == "cosine" and config.steps != planned.steps:
+        at = int(ckpt["step"])
+        raise CheckpointMismatchError(
+            f"{ckpt_path} was trained with a cosine learning-rate decay planned over steps={planned.steps}; "
+            f"resuming it with steps={config.steps} would move the learning rate at step {at} from "
+            f"{learning_rate(planned, at):.3g} to {learning_rate(config, at):.3g} (a warm restart, which can "
+            f"undo a finished run). Resume with steps={planned.steps}, or train with more steps in another "
+            "out_dir (or resume=False to start over)."
+        )
+    if ckpt.get("init_from", {}).get("sha256") != (run.origin or {}).get("sha256"):
+        raise CheckpointMismatchError(
+            f"{ckpt_path} was started from {_describe_origin(ckpt.get('init_from'))}, but this run starts from "
+            f"{_describe_origin(run.origin)}. Resume with the init_from it started from, or use another out_dir."
+        )
+    load_weights(run.model, ckpt, "model")
+    run.ema.module.load_state_dict(ckpt["ema"])
+    run.ema.n_averaged = int(ckpt["ema_n_averaged"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.start_step = int(ckpt["step"])
+    run.seconds_before = float(ckpt.get("train_seconds", 0.0))
+    torch.set_rng_state(ckpt["cpu_rng_state"])  # dropout's randomness continues where it stopped
+    if device.type == "cuda" and "cuda_rng_state" in ckpt:
+        torch.cuda.set_rng_state(ckpt["cuda_rng_state"].cpu(), device)
+    run.history = {k: list(v) for k, v in ckpt["history"].items()}
+    run.history["samples"] = [(s, x) for s, x in zip(ckpt["sample_steps"], ckpt["sample_images"])]
+
+
+def _describe_origin(origin: dict[str, Any] | None) -> str:
+    if not origin:
+        return "random weights"
+    return f"a checkpoint's weights (sha256 {origin['sha256'][:12]}..., step {origin['step']})"
+
+
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.mixed_precision == "off":
+    """The autocast dtype of a run: ``"auto"`` is bf16 (or fp16 where bf16 is missing) on CUDA and off elsewhere;
+    ``"bf16"`` also runs on the CPU; ``"fp16"`` needs CUDA (its gradient scaler is CUDA's)."""
+    if config.mixed_precision == "off" or (config.mixed_precision == "auto" and device.type != "cuda"):
         return None
+    if device.type != "cuda":
+        if config.mixed_precision == "fp16":
+            raise ValueError(f"TrainConfig.mixed_precision='fp16' needs a CUDA device, got {device}; use 'bf16' or 'off'")
+        return torch.bfloat16
     if config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
@@ -397,266 +413,28 @@ def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: 
             f"data must be scaled to [-1, 1] (got values in [{data.min().item():.3g}, {data.max().item():.3g}]); "
             "use ddpm_tutor.data.to_model_range(images)"
         )
+    expected = (config.unet.in_channels, config.unet.image_size, config.unet.image_size)
+    if tuple(data.shape[1:]) != expected:
+        raise ValueError(f"data has images of shape {tuple(data.shape[1:])}, but the UNetConfig expects {expected}")
     return data[: config.data_limit] if config.data_limit else data
-
-
-def _start_from(model: UNet, config: TrainConfig, init_from: str | os.PathLike) -> dict[str, Any]:
-    """Load the EMA weights of checkpoint ``init_from`` into ``model``; return the record of where they came from."""
-    path = PRETRAINED if str(init_from) == "pretrained" else Path(init_from)
-    source = load_checkpoint(path)
-    def network_and_schedule(c: TrainConfig) -> dict[str, Any]:  # T is unet.T (TrainConfig checks they agree)
-        return {"schedule": c.schedule, **{f"unet.{k}": v for k, v in c.unet.to_dict().items()}}
-
-    differing = _diff_fields(network_and_schedule(config), network_and_schedule(TrainConfig.from_dict(source["train_config"])))
-    if differing:
-        raise CheckpointMismatchError(
-            f"init_from={str(init_from)!r} holds a network or noise schedule other than this run's; differing fields: "
-            + "; ".join(differing) + ". Fine-tune with the config it was trained with (its profile and overrides)."
-        )
-    model.load_state_dict(source["ema"])
-    return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "step": int(source["step"]),
-            "train_config": source["train_config"]}
-
-
-def _describe_origin(origin: dict[str, Any] | None) -> str:
-    if not origin:
-        return "random weights"
-    return f"a checkpoint's weights (sha256 {origin['sha256'][:12]}..., step {origin['step']})"
-
-
-def _ema_model(model: UNet, decay: float) -> AveragedModel:
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def train(
-    config: TrainConfig | str | None = None,
-    *,
-    data: torch.Tensor | None = None,
-    data_root: str | None = None,
-    out_dir: str | os.PathLike | None = None,
-    resume: bool = True,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    callback: Callable[[int, float], None] | None = None,
-    init_from: str | os.PathLike | None = None,
-) -> TrainResult:
-    """Train an epsilon-prediction U-Net with L_simple (Algorithm 1 of Ho et al. 2020).
-
-    Args:
-        config: a :class:`TrainConfig`, a profile name, or None for :func:`resolve_profile`'s choice.
-        data: optional float images ``(N, C, H, W)`` in [-1, 1]; MNIST's training split by default.
-        data_root: where MNIST lives (see :func:`ddpm_tutor.data.load_mnist`), when ``data`` is None.
-        out_dir: folder for ``checkpoint.pt``; with ``resume=True`` an existing checkpoint there is
-            continued from its step (a Colab session that disconnects resumes where it stopped).
-        device: defaults to CUDA when available, else CPU.
-        progress: show a tqdm progress bar.
-        callback: optional ``callback(step, loss)`` after every step.
-        init_from: fine-tune: start from the EMA weights of this checkpoint (``"pretrained"``: the reference
-            checkpoint) instead of random weights, with a fresh optimiser, learning-rate schedule and EMA.
-            Its network and noise schedule must be ``config``'s; a smaller ``lr`` than a run from scratch
-            suits it. The run's checkpoints record the source's sha256, step and config (``"init_from"``).
-
-    Raises:
-        FloatingPointError: the loss became NaN or inf (the message says what to try).
-        CheckpointMismatchError: ``out_dir`` holds a checkpoint of a different configuration.
-    """
-    if config is None or isinstance(config, str):
-        config = profile_config(config)
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig or a profile name, got {type(config).__name__}")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    images = _training_images(config, data, data_root).to(device)
-    if tuple(images.shape[1:]) != (config.unet.in_channels, config.unet.image_size, config.unet.image_size):
-        raise ValueError(f"data has images of shape {tuple(images.shape[1:])}, but the UNetConfig expects "
-                         f"({config.unet.in_channels}, {config.unet.image_size}, {config.unet.image_size})")
-    schedule = build_schedule(config).to(device)
-
-    torch.manual_seed(config.seed)
-    model = UNet(config.unet).to(device)
-    origin = _start_from(model, config, init_from) if init_from is not None else None
-    memory_format = _memory_format(config)
-    model = model.to(memory_format=memory_format)
-    ema = _ema_model(model, config.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    amp_dtype = _autocast_dtype(config, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    history: dict[str, list] = {"step": [], "loss": [], "lr": [], "samples": []}
-    start_step, seconds_before = 0, 0.0
-
-    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        # Fields that only say how long to run or how often to log may change on resume (e.g. more steps,
-        # unless the learning rate decays over them: checked below).
-        free = {"steps", "log_every", "sample_every", "sample_count", "checkpoint_every", "compile"}
-        planned = TrainConfig.from_dict(ckpt["train_config"])
-        differing = _diff_fields(
-            {k: v for k, v in config.to_dict().items() if k not in free},
-            {k: v for k, v in planned.to_dict().items() if k not in free},
-        )
-        if differing:
-            raise CheckpointMismatchError(
-                f"{ckpt_path} was written by a run with a different configuration; differing fields: "
-                + "; ".join(differing) + ". Use another out_dir, or resume=False to start over."
-            )
-        if config.lr_decay == "cosine" and config.steps != planned.steps:
-            at = int(ckpt["step"])
-            raise CheckpointMismatchError(
-                f"{ckpt_path} was trained with a cosine learning-rate decay planned over steps={planned.steps}; "
-                f"resuming it with steps={config.steps} would move the learning rate at step {at} from "
-                f"{learning_rate(planned, at):.3g} to {learning_rate(config, at):.3g} (a warm restart, which can "
-                f"undo a finished run). Resume with steps={planned.steps}, or train with more steps in another "
-                "out_dir (or resume=False to start over)."
-            )
-        if ckpt.get("init_from", {}).get("sha256") != (origin or {}).get("sha256"):
-            raise CheckpointMismatchError(
-                f"{ckpt_path} was started from {_describe_origin(ckpt.get('init_from'))}, but this run starts from "
-                f"{_describe_origin(origin)}. Resume with the init_from it started from, or use another out_dir."
-            )
-        _load_weights(model, ckpt, "model")
-        ema.module.load_state_dict(ckpt["ema"])
-        ema.n_averaged.fill_(int(ckpt["ema_n_averaged"]))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_step = int(ckpt["step"])
-        seconds_before = float(ckpt.get("train_seconds", 0.0))
-        torch.set_rng_state(ckpt["cpu_rng_state"])  # dropout's randomness continues where it stopped
-        if device.type == "cuda" and "cuda_rng_state" in ckpt:
-            torch.cuda.set_rng_state(ckpt["cuda_rng_state"].cpu(), device)
-        history = {k: list(v) for k, v in ckpt["history"].items()}
-        history["samples"] = [(s, x) for s, x in zip(ckpt["sample_steps"], ckpt["sample_images"])]
-
-    step_model = torch.compile(model) if config.compile else model
-    generator = torch.Generator(device=device)
-
-    def snapshot(step: int) -> None:
-        from .sampling import sample
-
-        g = torch.Generator(device=device).manual_seed(config.seed)
-        shape = (config.sample_count, config.unet.in_channels, config.unet.image_size, config.unet.image_size)
-        x = sample(ema.module, schedule, shape, generator=g, progress=False)
-        history["samples"].append((step, x.clamp(-1, 1).cpu()))
-
-    def checkpoint(step: int) -> Path | None:
-        if ckpt_path is None:
-            return None
-        return save_checkpoint(ckpt_path, {
-            "format": CHECKPOINT_FORMAT,
-            "step": step,
-            "train_config": config.to_dict(),
-            "model": model.state_dict(),
-            "ema": ema.module.state_dict(),
-            "ema_n_averaged": int(ema.n_averaged.item()),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "history": {k: v for k, v in history.items() if k != "samples"},
-            "sample_steps": [s for s, _ in history["samples"]],
-            "sample_images": [x for _, x in history["samples"]],
-            "train_seconds": seconds_before + time.perf_counter() - t0,
-            "cpu_rng_state": torch.get_rng_state(),
-            **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-            "torch_version": str(torch.__version__),
-            **({"init_from": origin} if origin else {}),
-        })
-
-    # lambda_t for every step, computed once: the loop only indexes it (no per-step schedule maths or syncs).
-    loss_weights = None
-    if config.loss_weighting == "min_snr":
-        loss_weights = min_snr_weights(schedule, torch.arange(schedule.T, device=device), config.min_snr_gamma)
-    model.train()
-    running, running_n, last_ckpt, warned = 0.0, 0, None, False
-    # the lowest logged loss after the warm-up (a resumed run continues from its history), for the divergence warning
-    lowest = min((v for at, v in zip(history["step"], history["loss"]) if at > config.warmup_steps), default=math.inf)
-    t0 = time.perf_counter()
-    bar = tqdm(range(start_step, config.steps), desc=f"training ({config.profile})", disable=not progress,
-               initial=start_step, total=config.steps)
-    for step in bar:
-        generator.manual_seed(config.seed * 1_000_003 + step)  # each step's batch, t and eps depend only on (seed, step)
-        idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=generator, device=device)
-        x0 = images[idx].contiguous(memory_format=memory_format)  # (B, C, H, W) in [-1, 1]
-        t = torch.randint(0, schedule.T, (config.batch_size,), generator=generator, device=device)
-        eps = torch.randn(x0.shape, generator=generator, device=device).contiguous(memory_format=memory_format)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            if loss_weights is not None:
-                per_image = simple_loss(step_model, schedule, x0, t=t, noise=eps, reduction="none")
-                loss = (per_image * loss_weights[t]).mean()
-            else:
-                loss = simple_loss(step_model, schedule, x0, t=t, noise=eps)  # Algorithm 1, line 5
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the loss became {loss.item()} at step {step}: training stopped instead of producing black images. "
-                "Lower TrainConfig.lr, keep grad_clip on, or set mixed_precision='off'"
-                + (f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "")
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        if step < config.ema_start:
-            ema.module.load_state_dict(model.state_dict())
-        else:
-            ema.update_parameters(model)
-
-        value = loss.item()
-        running, running_n = running + value, running_n + 1
-        if callback is not None:
-            callback(step, value)
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            mean = running / running_n
-            history["step"].append(done)
-            history["loss"].append(mean)
-            history["lr"].append(learning_rate(config, step))
-            bar.set_postfix(loss=f"{mean:.4f}")
-            running, running_n = 0.0, 0
-            if not warned and mean > DIVERGENCE_FACTOR * lowest:
-                warned = True
-                warnings.warn(
-                    f"the training loss jumped to {mean:.4f} at step {done}, more than {DIVERGENCE_FACTOR:g} times its "
-                    f"lowest value after the warm-up ({lowest:.4f}): training has probably diverged, and its samples "
-                    f"will be noise. Lower TrainConfig.lr (now {config.lr:g}) and train again in a new out_dir",
-                    RuntimeWarning, stacklevel=2,
-                )
-            if done > config.warmup_steps:
-                lowest = min(lowest, mean)
-        if config.sample_every and (done % config.sample_every == 0 or done == config.steps):
-            snapshot(done)
-            model.train()
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            last_ckpt = checkpoint(done)
-    bar.close()
-    seconds = time.perf_counter() - t0
-
-    model.eval()
-    ema_model = copy.deepcopy(ema.module).eval()
-    if ckpt_path is not None and last_ckpt is None and ckpt_path.exists():
-        last_ckpt = ckpt_path
-    return TrainResult(
-        model=model, ema_model=ema_model, schedule=schedule, config=config, history=history,
-        seconds=seconds, total_seconds=seconds_before + seconds, steps_run=config.steps - start_step, checkpoint=last_ckpt,
-    )
 
 
 @torch.inference_mode()
 def loss_by_t(
-    model: torch.nn.Module,
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     schedule: NoiseSchedule,
     x0: torch.Tensor,
     num_bins: int = 20,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_simple of ``model`` on ``x0`` at ``num_bins`` evenly spaced code steps.
+    """L_simple of ``model`` (``model(xt, t) -> eps_hat``; a module is put in eval mode) on ``x0`` at ``num_bins``
+    evenly spaced code steps.
 
     Returns ``(t, loss)``: int64 ``(num_bins,)`` code steps and float64 ``(num_bins,)`` mean
     squared errors, each averaged over all of ``x0`` (same eps draws for every t).
     """
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     steps = torch.linspace(0, schedule.T - 1, num_bins).round().long()
     eps = torch.randn(x0.shape, generator=generator, device=generator.device if generator else x0.device).to(x0.device)
     losses = []

@@ -306,7 +306,8 @@ class UNet(nn.Module):
             raise ValueError(
                 f"t must have shape (B,) = ({xt.shape[0]},), one timestep per image of xt, got {tuple(t.shape)}"
             )
-        if not torch.compiler.is_compiling() and t.numel() and (int(t.min()) < 0 or int(t.max()) >= cfg.T):
+        # only on the CPU: reading t back from a GPU would make every step wait for it (ddpm_tutor._tensor.check_t)
+        if not torch.compiler.is_compiling() and t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= cfg.T):
             raise ValueError(
                 f"t must lie in 0..T-1 = 0..{cfg.T - 1} (code step t is the paper's step t+1), "
                 f"got values in [{int(t.min())}, {int(t.max())}]"

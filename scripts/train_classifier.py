@@ -17,12 +17,9 @@ weights.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm_tutor.data import load_mnist, to_model_range
+from ddpm_tutor.files import atomic_write, atomic_write_text, sha256_file
 from ddpm_tutor.metrics import META_PATH, WEIGHTS_PATH, MNISTClassifier, load_classifier, sample_quality
 
 
@@ -67,21 +65,6 @@ def accuracy(model: MNISTClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(1000), y.split(1000)))
     return correct / y.numel()
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; shipped files must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     atomic_write(out, lambda tmp: torch.save(state, tmp))
-    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    sha = sha256_file(out)
 
     cmd = ["python", "scripts/train_classifier.py"]
     for name in ("epochs", "batch_size", "lr", "shift", "outliers", "outlier_weight", "seed", "threads"):
@@ -163,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         "outlier_exposure": f"{args.outliers} noise images per step, uniform-target weight {args.outlier_weight}",
     }
     meta_path = out.with_suffix(".json") if out != WEIGHTS_PATH else META_PATH
-    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
     # Reference values for the book, measured with the file just written (sha checked).
     model = load_classifier(path=out, meta_path=meta_path)
@@ -185,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         xt = a**0.5 * x_test[:1000] + (1 - a) ** 0.5 * eps
         q = sample_quality(xt, model)
         meta["reference"][f"noised_test_alpha_bar_{a:g}_confident_fraction"] = round(q.confident_fraction, 4)
-    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta, indent=2))
     print(f"wrote {out} ({out.stat().st_size} bytes) and {meta_path}", file=sys.stderr)
 

@@ -289,9 +289,11 @@ def test_download_from_mirror_into_cache(tmp_path, mirror, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     dead = (tmp_path / "dead").as_uri() + "/"  # first mirror fails, second serves
     monkeypatch.setattr(data, "MIRRORS", (dead, mirror))
-    images, labels = data.load_mnist("test")  # download=True by default
     cache = tmp_path / "xdg" / "ddpm_tutor" / "mnist"
-    assert listing(cache) == sorted(data.FILES["test"])  # only the split asked for, no temp files
+    cache.mkdir(parents=True)
+    (cache / f".{data.FILES['test'][0]}.k1ll3d.part").write_bytes(b"half")  # a download killed with kill -9
+    images, labels = data.load_mnist("test")  # download=True by default
+    assert listing(cache) == sorted(data.FILES["test"])  # only the split asked for, no temp files (old or new)
     umask = os.umask(0)
     os.umask(umask)
     assert (cache / data.FILES["test"][0]).stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600

@@ -115,10 +115,6 @@ def test_non_strict_returns_a_failing_proof_that_says_so():
         D.posterior_by_bayes(strict="yes")
 
 
-def test_proof_error_is_an_assertion_error():
-    assert issubclass(ProofError, AssertionError)
-
-
 # --------------------------------------------------------------------------------------
 # 1. Forward composition
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""Checkpoint files: save, load, verify, export, and the reference weights shipped with the package.
+
+A checkpoint is a plain dict of tensors and numbers (``torch.load(..., weights_only=True)`` reads it,
+so a file cannot run code) that carries the :class:`~ddpm_tutor.config.TrainConfig` of the run
+that wrote it. Every write is atomic (:func:`ddpm_tutor.files.atomic_write`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig, build_schedule, memory_format
+from .files import atomic_write, atomic_write_text, load_verified, sha256_file
+from .schedules import NoiseSchedule
+from .unet import UNet
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointMismatchError",
+    "PRETRAINED",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_weights",
+    "load_model",
+    "load_pretrained",
+    "load_init_weights",
+    "export_checkpoint",
+]
+
+CHECKPOINT_FORMAT = 1
+
+#: The reference checkpoint shipped with the package: the ``gpu`` profile with batch 512
+#: (``python -m ddpm_tutor train --profile gpu --batch-size 512``; README: how it was trained and judged).
+PRETRAINED = Path(__file__).parent / "weights" / "mnist_ddpm.pt"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was loaded into a model or run with a different configuration."""
+
+
+def diff_fields(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """``"name: <checkpoint's> in the checkpoint, <ours> here"`` for every field on which two config dicts differ."""
+    keys = sorted(set(expected) | set(found))
+    return [f"{k}: {found.get(k, '<missing>')!r} in the checkpoint, {expected.get(k, '<missing>')!r} here"
+            for k in keys if expected.get(k) != found.get(k)]
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+    """Write a checkpoint dict atomically (a temporary file in the same folder, fsync, then ``os.replace``)."""
+    return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(..., weights_only=True)``; clear errors for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m ddpm_tutor train --out DIR`")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, pickle with code in it, ...
+        raise ValueError(f"{path} is not a readable ddpm_tutor checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a ddpm_tutor checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return ckpt
+
+
+def load_weights(model: UNet, checkpoint: dict[str, Any], which: str) -> None:
+    """Load ``checkpoint[which]`` (``"ema"`` or ``"model"``) into ``model`` after checking the UNetConfigs agree."""
+    found = checkpoint["train_config"]["unet"]
+    differing = diff_fields(model.config.to_dict(), found)
+    if differing:
+        raise CheckpointMismatchError(
+            "the checkpoint was trained with a different UNetConfig; differing fields: " + "; ".join(differing)
+            + ". Build the model with UNetConfig.from_dict(checkpoint['train_config']['unet'])."
+        )
+    model.load_state_dict(checkpoint[which])
+
+
+def load_model(
+    path: str | os.PathLike, which: str = "ema", device: str | torch.device = "cpu"
+) -> tuple[UNet, NoiseSchedule, dict[str, Any]]:
+    """Rebuild ``(model, schedule, checkpoint)`` from a checkpoint; ``which`` is ``"ema"`` or ``"model"`` (the raw weights).
+
+    The model comes back in the memory format its run trained in: ``channels_last`` where the run's
+    ``TrainConfig.channels_last`` is set, which also makes sampling faster on CPUs.
+    """
+    if which not in ("ema", "model"):
+        raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
+    ckpt = load_checkpoint(path, map_location=device)
+    model, schedule = _model_from(ckpt, which, device)
+    return model, schedule, ckpt
+
+
+def _model_from(ckpt: dict[str, Any], which: str, device: str | torch.device) -> tuple[UNet, NoiseSchedule]:
+    config = TrainConfig.from_dict(ckpt["train_config"])
+    model = UNet(config.unet)
+    load_weights(model, ckpt, which)
+    return model.to(device, memory_format=memory_format(config)).eval(), build_schedule(config)
+
+
+def _verified_pretrained_checkpoint() -> dict[str, Any]:
+    """The reference checkpoint's dict, read only after its sha256 matched ``weights/mnist_ddpm.json``."""
+    return load_verified(PRETRAINED, PRETRAINED.with_suffix(".json"), load_checkpoint, fix="reinstall ddpm-tutor")
+
+
+def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule]:
+    """The reference MNIST model shipped in the package, as ``(model, schedule)`` (EMA weights, eval mode).
+
+    The file's sha256 is checked against ``weights/mnist_ddpm.json`` before loading.
+    """
+    return _model_from(_verified_pretrained_checkpoint(), "ema", device)
+
+
+def load_init_weights(model: UNet, config: TrainConfig, init_from: str | os.PathLike) -> dict[str, Any]:
+    """Load the EMA weights of checkpoint ``init_from`` (``"pretrained"``: the reference, verified first) into
+    ``model`` for fine-tuning; return the record of where they came from (sha256, step, train_config)."""
+    path = PRETRAINED if str(init_from) == "pretrained" else Path(init_from)
+    source = _verified_pretrained_checkpoint() if path == PRETRAINED else load_checkpoint(path)
+
+    def network_and_schedule(c: TrainConfig) -> dict[str, Any]:  # T is unet.T (TrainConfig checks they agree)
+        return {"schedule": c.schedule, **{f"unet.{k}": v for k, v in c.unet.to_dict().items()}}
+
+    differing = diff_fields(network_and_schedule(config), network_and_schedule(TrainConfig.from_dict(source["train_config"])))
+    if differing:
+        raise CheckpointMismatchError(
+            f"init_from={str(init_from)!r} holds a network or noise schedule other than this run's; differing fields: "
+            + "; ".join(differing) + ". Fine-tune with the config it was trained with (its profile and overrides)."
+        )
+    model.load_state_dict(source["ema"])
+    return {"sha256": sha256_file(path), "step": int(source["step"]), "train_config": source["train_config"]}
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write a slim copy of a checkpoint for shipping (weights and configs; no optimiser state),
+    plus ``dst`` with suffix ``.json`` recording its sha256, step, training time and ``note``.
+
+    Returns the JSON record. Both files are written atomically.
+    """
+    ckpt = load_checkpoint(src)
+    slim = {k: ckpt[k] for k in ("format", "step", "train_config", "model", "ema", "history", "train_seconds", "torch_version", "init_from") if k in ckpt}
+    dst = save_checkpoint(dst, slim)
+    record = {
+        "sha256": sha256_file(dst),
+        "bytes": dst.stat().st_size,
+        "step": int(ckpt["step"]),
+        "train_seconds": round(float(ckpt.get("train_seconds", 0.0)), 1),
+        "profile": ckpt["train_config"]["profile"],
+        "torch_version": ckpt.get("torch_version"),
+        **(note or {}),
+    }
+    atomic_write_text(dst.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    return record

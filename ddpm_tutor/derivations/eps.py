@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ._core import SCHEDULE_RELATIONS, Proof, _Derivation, _sympify_claim, latex, sym
+from ._core import SCHEDULE_RELATIONS, Proof, _Derivation, _sympify_claim, latex, split_sums, sym
 from .forward import predict_x0_expr
 from .posterior import posterior_mean_expr, posterior_variance_expr
 
@@ -50,6 +50,9 @@ def eps_parameterisation(mean_eps=None, weight=None, *, strict: bool = True) -> 
             (default :func:`mu_from_eps_expr`).
         weight: claimed w_t in schedule symbols and ``sym.sigma2_t`` (default :func:`eps_weight`).
         strict: raise :class:`ProofError` on a failed claim (default) or return ``holds=False``.
+
+    The returned proof's ``lhs`` is ``(mu_tilde_t with x_0 substituted, the weighted squared error
+    of the means for d = 3)``, derived; ``rhs`` the claimed ``(mean_eps, w_t ||eps - eps_theta||^2)``.
     """
     mean_claim = mu_from_eps_expr() if mean_eps is None else _sympify_claim(mean_eps, "mean_eps")
     w_claim = eps_weight() if weight is None else _sympify_claim(weight, "weight")
@@ -101,6 +104,19 @@ def eps_parameterisation(mean_eps=None, weight=None, *, strict: bool = True) -> 
         latex_str=r"\frac{\|\tilde{\mu}_t - \mu_\theta\|^2}{2\sigma_t^2} = " + latex(w_claim)
         + r"\,\|\varepsilon - \varepsilon_\theta\|^2",
     )
+    # Any number of coordinates d: symbolic sums over i = 1..d, split by linearity.
+    i, n = sp.Symbol("i", integer=True, positive=True), sp.Symbol("d", integer=True, positive=True)
+    E, Et = sp.IndexedBase("eps"), sp.IndexedBase("eps_theta")
+    lhs_d = sp.Sum((coef * (E[i] - Et[i])) ** 2, (i, 1, n)) / (2 * sym.sigma2_t)
+    rhs_d = w_claim * sp.Sum((E[i] - Et[i]) ** 2, (i, 1, n))
+    d.claim(
+        r"and for any number $d$ of coordinates (symbolic sums)",
+        split_sums(lhs_d),
+        split_sums(rhs_d),
+        relations=SCHEDULE_RELATIONS,
+        latex_str=r"\frac{1}{2\sigma_t^2}\sum_{i=1}^{d}(\tilde{\mu}_{t,i} - \mu_{\theta,i})^2 = "
+        + latex(w_claim) + r"\sum_{i=1}^{d}(\varepsilon_i - \varepsilon_{\theta,i})^2",
+    )
     beta_tilde = posterior_variance_expr()
     d.claim(
         r"with $\sigma_t^2 = \beta_t$ the weight is $\beta_t / (2\alpha_t(1-\bar{\alpha}_t))$",
@@ -121,4 +137,4 @@ def eps_parameterisation(mean_eps=None, weight=None, *, strict: bool = True) -> 
         r"L_\mathrm{simple} = \mathbb{E}_{t, x_0, \varepsilon}\big\|\varepsilon - \varepsilon_\theta"
         r"(\sqrt{\bar{\alpha}_t}x_0 + \sqrt{1-\bar{\alpha}_t}\varepsilon, t)\big\|^2",
     )
-    return d.finish(lhs, rhs)
+    return d.finish(sp.Tuple(mu_tilde_eps, lhs), sp.Tuple(mean_claim, rhs))

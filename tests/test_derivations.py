@@ -456,7 +456,9 @@ def test_forward_composition_derived_law_matches_a_simulated_chain():
 
 
 def test_closed_form_derived_inverses_recover_x0_and_eps():
-    proof = D.closed_form_reparameterisation(eps_formula=(S.xt - sp.sqrt(ab) * S.x0) / (1 - ab), strict=False)
+    proof = D.closed_form_reparameterisation(
+        x0_formula=(S.xt - (1 - ab) * S.eps) / sp.sqrt(ab), eps_formula=(S.xt - sp.sqrt(ab) * S.x0) / (1 - ab), strict=False
+    )
     assert not proof.holds
     x0_solved, eps_solved = proof.lhs
     for _ in range(3):

@@ -17,6 +17,9 @@ module                    proofs                                       Ho et al.
 ``decoder``               :func:`discretised_decoder`                  sec. 3.3, eq. (13)
 ========================  ===========================================  =========================
 
+:mod:`ddpm_tutor.derivations.toy` is numerical, not symbolic: the exact-likelihood toy of
+chapter 5 (a 1-D linear-Gaussian chain where log p_theta(x_0), the bound and its gap are exact).
+
 Symbols follow the paper (t = 1..T): ``sym.beta_t``, ``sym.alpha_t``, ``sym.alpha_bar_t``,
 ``sym.alpha_bar_tm1`` (alpha_bar_{t-1}). Code step t of :mod:`ddpm_tutor.schedules` is the
 paper's step t + 1, so the paper's alpha_bar_{t-1} for code step t is ``alpha_bars_prev[t]``.

@@ -51,8 +51,8 @@ def eps_parameterisation(mean_eps=None, weight=None, *, strict: bool = True) -> 
         weight: claimed w_t in schedule symbols and ``sym.sigma2_t`` (default :func:`eps_weight`).
         strict: raise :class:`ProofError` on a failed claim (default) or return ``holds=False``.
 
-    The returned proof's ``lhs`` is ``(mu_tilde_t with x_0 substituted, the weighted squared error
-    of the means for d = 3)``, derived; ``rhs`` the claimed ``(mean_eps, w_t ||eps - eps_theta||^2)``.
+    The returned proof's ``lhs`` is ``(mu_tilde_t with x_0 substituted, ||mu_tilde - mu_theta||^2 / (2 sigma_t^2)
+    over d coordinates)``, derived; ``rhs`` the claimed ``(mean_eps, w_t ||eps - eps_theta||^2)``.
     """
     mean_claim = mu_from_eps_expr() if mean_eps is None else _sympify_claim(mean_eps, "mean_eps")
     w_claim = eps_weight() if weight is None else _sympify_claim(weight, "weight")
@@ -90,29 +90,17 @@ def eps_parameterisation(mean_eps=None, weight=None, *, strict: bool = True) -> 
         relations=SCHEDULE_RELATIONS,
         latex_str=r"\tilde{\mu}_t - \mu_\theta = " + latex(coef) + r"\,(\varepsilon - \varepsilon_\theta)",
     )
-    # Coordinate-wise (the formulas act on each pixel alone), so for d = 3 coordinates:
-    dim = 3
-    epss = sp.symbols(f"eps_1:{dim + 1}", real=True)
-    eps_ths = sp.symbols(f"eps_theta_1:{dim + 1}", real=True)
-    lhs = sum((coef * (e - et)) ** 2 for e, et in zip(epss, eps_ths)) / (2 * sym.sigma2_t)
-    rhs = w_claim * sum((e - et) ** 2 for e, et in zip(epss, eps_ths))
-    d.claim(
-        r"so the KL's squared error of means is a weighted squared error of noises (checked for $d = 3$ coordinates)",
-        lhs,
-        rhs,
-        relations=SCHEDULE_RELATIONS,
-        latex_str=r"\frac{\|\tilde{\mu}_t - \mu_\theta\|^2}{2\sigma_t^2} = " + latex(w_claim)
-        + r"\,\|\varepsilon - \varepsilon_\theta\|^2",
-    )
     # Any number of coordinates d: symbolic sums over i = 1..d, split by linearity.
     i, n = sp.Symbol("i", integer=True, positive=True), sp.Symbol("d", integer=True, positive=True)
     E, Et = sp.IndexedBase("eps"), sp.IndexedBase("eps_theta")
     lhs_d = sp.Sum((coef * (E[i] - Et[i])) ** 2, (i, 1, n)) / (2 * sym.sigma2_t)
     rhs_d = w_claim * sp.Sum((E[i] - Et[i]) ** 2, (i, 1, n))
+    lhs, rhs = split_sums(lhs_d), split_sums(rhs_d)
     d.claim(
-        r"and for any number $d$ of coordinates (symbolic sums)",
-        split_sums(lhs_d),
-        split_sums(rhs_d),
+        r"so the KL's squared error of means is a weighted squared error of noises, for any number $d$ of "
+        r"coordinates (symbolic sums over the pixels)",
+        lhs,
+        rhs,
         relations=SCHEDULE_RELATIONS,
         latex_str=r"\frac{1}{2\sigma_t^2}\sum_{i=1}^{d}(\tilde{\mu}_{t,i} - \mu_{\theta,i})^2 = "
         + latex(w_claim) + r"\sum_{i=1}^{d}(\varepsilon_i - \varepsilon_{\theta,i})^2",

@@ -8,11 +8,14 @@ paper's beta_t is ``betas[t]``, alpha_bar_t is ``alpha_bars[t]`` and alpha_bar_{
 
 from __future__ import annotations
 
+import math
+
 import mpmath
 import numpy as np
 import pytest
 import sympy as sp
 import torch
+from scipy import stats
 
 import ddpm_tutor.derivations as D
 from ddpm_tutor.derivations import ProofError, check_identity, sym
@@ -62,6 +65,12 @@ def test_check_identity_is_symbolic_not_just_numeric():
     assert not check_identity(sp.sqrt(S.x0**2), S.x0)
 
 
+def test_check_identity_needs_a_symbolic_zero_not_numeric_agreement():
+    # the difference is 1e-14 alpha_t: below the numeric pre-check's tolerance at every point, yet not zero
+    assert not check_identity(sp.sqrt(1 - a), sp.sqrt(1 - a) + a / 10**14)
+    assert not check_identity(sp.log(a), sp.log(a) + sp.Rational(1, 10**15))
+
+
 def test_check_identity_rejects_bad_arguments():
     with pytest.raises(TypeError, match="relations"):
         check_identity(a, a, relations=[(a, b)])
@@ -92,13 +101,15 @@ def test_every_proof_holds_and_displays(proofs, name):
 
 def test_all_proofs_in_book_order(proofs):
     names = [p.name for p in proofs.values()]
-    assert len(names) == 7 == len(set(names))
+    assert len(names) == 9 == len(set(names))
     assert list(proofs) == [
         "forward_composition",
         "closed_form_reparameterisation",
         "posterior_by_bayes",
         "elbo_decomposition",
         "gaussian_kl",
+        "elbo_inequality",
+        "grouped_term_is_kl",
         "eps_parameterisation",
         "discretised_decoder",
     ]
@@ -398,3 +409,224 @@ def test_golden_values_of_the_linear_schedule():
         )
         assert float(beta_tilde) == pytest.approx(schedule.posterior_variance[500].item(), rel=1e-10)
         assert float(beta_tilde) == pytest.approx(0.0100513, rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# The derived side of each proof, checked independently of its claim
+#
+# Each proof is run with a wrong claim (strict=False), and its derived side (``proof.lhs``)
+# is evaluated at random parameter values and compared with a computation from the
+# definitions (quadrature with mpmath, Monte Carlo with numpy, scipy's normal CDF). A proof
+# whose "derived" side were a copy of its claim would carry the wrong claim here and fail.
+# --------------------------------------------------------------------------------------
+RNG = np.random.default_rng(20200619)
+
+
+def _random_point():
+    """Random schedule values with alpha_bar_{t-1} < 1 and data/noise values."""
+    alpha_t, alpha_bar_tm1 = RNG.uniform(0.3, 0.95), RNG.uniform(0.2, 0.9)
+    return alpha_t, alpha_bar_tm1, RNG.uniform(-1.5, 1.5), RNG.uniform(-1.5, 1.5)
+
+
+def _at(expr, values: dict, relations=REL) -> float:
+    """The value of ``expr`` at ``values``, after the schedule relations (alpha_bar_t = alpha_t alpha_bar_{t-1}, ...)."""
+    return float(sp.sympify(expr).subs(relations or {}).subs(values).evalf(30))
+
+
+def _gauss(x, mean, var):
+    return mpmath.exp(-((x - mean) ** 2) / (2 * var)) / mpmath.sqrt(2 * mpmath.pi * var)
+
+
+def test_forward_composition_derived_law_matches_a_simulated_chain():
+    proof = D.forward_composition(marginal_variance=1 - abp, strict=False)  # wrong claim, still derived right
+    assert not proof.holds
+    mean, var = proof.lhs
+    alphas = RNG.uniform(0.5, 0.95, size=4)
+    x0, n = 0.8, 400_000
+    x = np.full(n, x0)
+    for alpha in alphas:  # the Markov chain itself, eq. (2): x_t = sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) eps
+        x = np.sqrt(alpha) * x + np.sqrt(1 - alpha) * RNG.standard_normal(n)
+    values = {a: alphas[-1], abp: np.prod(alphas[:-1]), S.x0: x0}
+    assert _at(mean, values) == pytest.approx(x.mean(), abs=4 * x.std() / math.sqrt(n))
+    assert _at(var, values) == pytest.approx(x.var(), rel=0.01)
+
+
+def test_closed_form_derived_inverses_recover_x0_and_eps():
+    proof = D.closed_form_reparameterisation(
+        x0_formula=(S.xt - (1 - ab) * S.eps) / sp.sqrt(ab), eps_formula=(S.xt - sp.sqrt(ab) * S.x0) / (1 - ab), strict=False
+    )
+    assert not proof.holds
+    x0_solved, eps_solved = proof.lhs
+    for _ in range(3):
+        alpha_bar, x0, eps = RNG.uniform(0.05, 0.95), RNG.uniform(-1, 1), RNG.standard_normal()
+        xt = math.sqrt(alpha_bar) * x0 + math.sqrt(1 - alpha_bar) * eps
+        assert _at(x0_solved, {ab: alpha_bar, S.xt: xt, S.eps: eps}, None) == pytest.approx(x0, abs=1e-12)
+        assert _at(eps_solved, {ab: alpha_bar, S.xt: xt, S.x0: x0}, None) == pytest.approx(eps, abs=1e-12)
+
+
+def _posterior_by_quadrature(alpha_t, alpha_bar_tm1, x0, xt):
+    """Mean and variance of q(x_{t-1} | x_t, x_0) proportional to q(x_t | x_{t-1}) q(x_{t-1} | x_0), by mpmath.quad."""
+    with mpmath.workdps(25):
+        def joint(y):
+            return _gauss(xt, mpmath.sqrt(alpha_t) * y, 1 - alpha_t) * _gauss(y, mpmath.sqrt(alpha_bar_tm1) * x0, 1 - alpha_bar_tm1)
+
+        z = mpmath.quad(joint, [-mpmath.inf, 0, mpmath.inf])
+        m = mpmath.quad(lambda y: y * joint(y), [-mpmath.inf, 0, mpmath.inf]) / z
+        v = mpmath.quad(lambda y: (y - m) ** 2 * joint(y), [-mpmath.inf, m, mpmath.inf]) / z
+    return float(m), float(v)
+
+
+def test_posterior_derived_mean_and_variance_match_bayes_by_quadrature():
+    proof = D.posterior_by_bayes(variance=b, mean=_wrong_mean(coef_xt=a * (1 - abp) / (1 - ab)), strict=False)
+    assert not proof.holds
+    mu, var = proof.lhs
+    for _ in range(3):
+        alpha_t, alpha_bar_tm1, x0, xt = _random_point()
+        m, v = _posterior_by_quadrature(alpha_t, alpha_bar_tm1, x0, xt)
+        values = {a: alpha_t, abp: alpha_bar_tm1, S.x0: x0, S.xt: xt}
+        assert _at(mu, values) == pytest.approx(m, rel=1e-9, abs=1e-12)
+        assert _at(var, values) == pytest.approx(v, rel=1e-9)
+
+
+def test_eps_form_of_mu_tilde_matches_bayes_by_quadrature():
+    wrong = (S.xt - b / (1 - ab) * S.eps) / sp.sqrt(a)
+    proof = D.eps_parameterisation(mean_eps=wrong, strict=False)
+    assert not proof.holds
+    mu_tilde_eps = proof.lhs[0]
+    for _ in range(3):
+        alpha_t, alpha_bar_tm1, x0, eps = _random_point()
+        alpha_bar_t = alpha_t * alpha_bar_tm1
+        xt = math.sqrt(alpha_bar_t) * x0 + math.sqrt(1 - alpha_bar_t) * eps
+        m, _ = _posterior_by_quadrature(alpha_t, alpha_bar_tm1, x0, xt)
+        assert _at(mu_tilde_eps, {a: alpha_t, abp: alpha_bar_tm1, S.xt: xt, S.eps: eps}) == pytest.approx(m, rel=1e-9, abs=1e-12)
+
+
+def _kl_by_quadrature(mu1, sd1, mu2, sd2) -> float:
+    with mpmath.workdps(25):
+        def integrand(x):
+            p = _gauss(x, mu1, sd1**2)
+            return p * (mpmath.log(p) - mpmath.log(_gauss(x, mu2, sd2**2)))
+
+        return float(mpmath.quad(integrand, [-mpmath.inf, mu1 - 5 * sd1, mu1, mu1 + 5 * sd1, mpmath.inf]))
+
+
+def test_gaussian_kl_derived_by_integration_matches_quadrature():
+    wrong = sp.log(s1 / s2) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - HALF
+    proof = D.gaussian_kl(kl=wrong, strict=False)
+    assert not proof.holds
+    for _ in range(3):
+        mu1, mu2, sd1, sd2 = RNG.uniform(-1, 1), RNG.uniform(-1, 1), RNG.uniform(0.3, 2), RNG.uniform(0.3, 2)
+        want = _kl_by_quadrature(mu1, sd1, mu2, sd2)
+        assert _at(proof.lhs, {m1: mu1, s1: sd1, m2: mu2, s2: sd2}) == pytest.approx(want, rel=1e-8)
+        assert _at(D.kl_by_integration(), {m1: mu1, s1: sd1, m2: mu2, s2: sd2}) == pytest.approx(want, rel=1e-8)
+
+
+def test_elbo_inequality_derived_gap_is_the_log_ratio_of_the_path_laws():
+    proof = D.elbo_inequality(gap=lambda G: sp.log(G.p_cond / G.q_path), strict=False)  # the reversed KL
+    assert not proof.holds
+    G = D.gap_symbols()
+    p_x0, p_cond, q_path = RNG.uniform(0.1, 3, size=3)
+    got = float(proof.lhs.subs({G.p_x0: p_x0, G.p_cond: p_cond, G.q_path: q_path}))
+    assert got == pytest.approx(math.log(q_path / p_cond), rel=1e-12)
+
+
+def test_grouped_term_derived_expectation_matches_monte_carlo():
+    wrong = sp.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2)  # missing the -1/2
+    proof = D.grouped_term_is_kl(kl=wrong, strict=False)
+    assert not proof.holds
+    alpha_t, alpha_bar_tm1, x0, _ = _random_point()
+    c, e, sigma2 = RNG.uniform(-1, 1), RNG.uniform(-0.5, 0.5), RNG.uniform(0.05, 0.5)
+    beta_t, alpha_bar_t = 1 - alpha_t, alpha_t * alpha_bar_tm1
+    n = 400_000
+    x_tm1 = math.sqrt(alpha_bar_tm1) * x0 + math.sqrt(1 - alpha_bar_tm1) * RNG.standard_normal(n)  # the chain
+    xt = math.sqrt(alpha_t) * x_tm1 + math.sqrt(beta_t) * RNG.standard_normal(n)
+    var_q = (1 - alpha_bar_tm1) / (1 - alpha_bar_t) * beta_t
+    mean_q = math.sqrt(alpha_bar_tm1) * beta_t / (1 - alpha_bar_t) * x0 + math.sqrt(alpha_t) * (1 - alpha_bar_tm1) / (1 - alpha_bar_t) * xt
+    log_ratio = stats.norm.logpdf(x_tm1, mean_q, math.sqrt(var_q)) - stats.norm.logpdf(x_tm1, c * xt + e, math.sqrt(sigma2))
+    values = {a: alpha_t, abp: alpha_bar_tm1, S.x0: x0, S.sigma2_t: sigma2, sp.Symbol("c", real=True): c, sp.Symbol("e", real=True): e}
+    assert _at(proof.lhs, values) == pytest.approx(log_ratio.mean(), abs=4 * log_ratio.std() / math.sqrt(n))
+
+
+def test_elbo_derived_regrouping_holds_for_real_gaussians_on_a_sampled_path():
+    """The product form after the Bayes substitution, with each density symbol replaced by the value of the real
+    Gaussian density at a path drawn from q, equals log p(x_{0:T}) / q(x_{1:T} | x_0) computed from the steps."""
+    proof = D.elbo_decomposition(T=3, regrouped=_no_prior_correction, strict=False)
+    assert not proof.holds
+    E = D.elbo_symbols(3)
+    alphas = RNG.uniform(0.4, 0.9, size=3)
+    abars = np.cumprod(alphas)
+    x = [0.3]
+    for alpha in alphas:
+        x.append(math.sqrt(alpha) * x[-1] + math.sqrt(1 - alpha) * RNG.standard_normal())
+    model = [(RNG.uniform(0.5, 1.2), RNG.uniform(0.1, 0.5)) for _ in range(3)]  # p_theta(x_{t-1}|x_t) = N(k x_t, v)
+    pdf = lambda v, mean, var: stats.norm.pdf(v, mean, math.sqrt(var))  # noqa: E731
+    values = {E.p_xT: pdf(x[3], 0, 1)}
+    for t in (1, 2, 3):
+        k, v = model[t - 1]
+        values[E.p[t]] = pdf(x[t - 1], k * x[t], v)
+        values[E.q_marg[t]] = pdf(x[t], math.sqrt(abars[t - 1]) * x[0], 1 - abars[t - 1])
+    for t in (2, 3):
+        ab_t, ab_prev, beta = abars[t - 1], abars[t - 2], 1 - alphas[t - 1]
+        mean = math.sqrt(ab_prev) * beta / (1 - ab_t) * x[0] + math.sqrt(alphas[t - 1]) * (1 - ab_prev) / (1 - ab_t) * x[t]
+        values[E.q_post[t]] = pdf(x[t - 1], mean, (1 - ab_prev) / (1 - ab_t) * beta)
+    direct = math.log(values[E.p_xT]) + sum(
+        math.log(values[E.p[t]]) - math.log(pdf(x[t], math.sqrt(alphas[t - 1]) * x[t - 1], 1 - alphas[t - 1])) for t in (1, 2, 3)
+    )
+    assert float(proof.lhs.subs(values)) == pytest.approx(direct, rel=1e-10)
+    assert float(proof.rhs.subs(values)) != pytest.approx(direct, rel=1e-3)  # the wrong regrouping is off
+
+
+def test_decoder_derived_bin_sum_matches_scipy_without_open_edges():
+    proof = D.discretised_decoder(open_edges=False, strict=False)
+    assert not proof.holds
+    for mu, sd in ((0.2, 0.3), (-0.9, 0.05), (1.4, 0.7)):
+        edges = np.arange(256) * 2 / 255 - 1
+        want = np.sum(stats.norm.cdf(edges + 1 / 255, mu, sd) - stats.norm.cdf(edges - 1 / 255, mu, sd))
+        got = float(proof.lhs.subs({S.mu: mu, S.sigma: sd}).rewrite(sp.erf).evalf(30))
+        assert got == pytest.approx(want, abs=1e-12) and got < 1 - 1e-6
+
+
+# --------------------------------------------------------------------------------------
+# The claims that only the symbolic steps can reject
+# --------------------------------------------------------------------------------------
+def _regrouped_sum_from_3(lp, lqm, lqp, lpT, t, T):
+    return lp(1) - (lqm(T) - lpT) - sp.Sum(lqp(t) - lp(t), (t, 3, T))
+
+
+def _regrouped_without_prior(lp, lqm, lqp, lpT, t, T):
+    return lp(1) + lpT - sp.Sum(lqp(t) - lp(t), (t, 2, T))
+
+
+@pytest.mark.parametrize("wrong", [_regrouped_sum_from_3, _regrouped_without_prior])
+def test_elbo_symbolic_T_claim_rejects_wrong_regroupings(wrong):
+    proof = D.elbo_decomposition(T=3, regrouped_symbolic=wrong, strict=False)  # T = 3 itself is right
+    assert not proof.holds and len(proof.failures) == 1 and "any $T$" in proof.failures[0]
+
+
+def test_elbo_gaussian_bayes_claim_rejects_beta_for_beta_tilde():
+    proof = D.elbo_decomposition(T=3, bayes_variance=b, strict=False)
+    assert not proof.holds and len(proof.failures) == 1 and "Bayes identity" in proof.failures[0]
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda G: sp.log(G.p_cond / G.q_path),  # KL(p || q), the other direction
+        lambda G: sp.log(G.q_path / (G.p_x0 * G.p_cond)),  # the joint for the conditional
+    ],
+)
+def test_elbo_inequality_rejects_wrong_gaps(wrong):
+    with pytest.raises(ProofError):
+        D.elbo_inequality(gap=wrong)
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        sp.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2),  # missing the -1/2
+        sp.log(s1 / s2) + (s2**2 + (m1 - m2) ** 2) / (2 * s1**2) - HALF,  # arguments swapped
+    ],
+)
+def test_grouped_term_rejects_wrong_kls(wrong):
+    with pytest.raises(ProofError):
+        D.grouped_term_is_kl(kl=wrong)

@@ -9,11 +9,16 @@ module                    proofs                                       Ho et al.
 ``forward``               :func:`forward_composition`,                 eqs. (2), (4)
                           :func:`closed_form_reparameterisation`
 ``posterior``             :func:`posterior_by_bayes`                   eqs. (6)-(7)
-``elbo``                  :func:`elbo_decomposition`                   eqs. (3), (5)
+``elbo``                  :func:`elbo_decomposition`,                  eqs. (3), (5)
+                          :func:`elbo_inequality`,
+                          :func:`grouped_term_is_kl`
 ``kl``                    :func:`gaussian_kl`                          eq. (8)
 ``eps``                   :func:`eps_parameterisation`                 eqs. (10)-(12), (14)
 ``decoder``               :func:`discretised_decoder`                  sec. 3.3, eq. (13)
 ========================  ===========================================  =========================
+
+:mod:`ddpm_tutor.derivations.toy` is numerical, not symbolic: the exact-likelihood toy of
+chapter 5 (a 1-D linear-Gaussian chain where log p_theta(x_0), the bound and its gap are exact).
 
 Symbols follow the paper (t = 1..T): ``sym.beta_t``, ``sym.alpha_t``, ``sym.alpha_bar_t``,
 ``sym.alpha_bar_tm1`` (alpha_bar_{t-1}). Code step t of :mod:`ddpm_tutor.schedules` is the
@@ -30,15 +35,21 @@ book that beta_t in place of beta_tilde_t is rejected::
 
 from __future__ import annotations
 
-from ._core import SCHEDULE_RELATIONS, Proof, ProofError, Step, check_identity, latex, log_normal, sym
+from ._core import SCHEDULE_RELATIONS, Proof, ProofError, Step, check_identity, latex, log_normal, split_sums, sym
 from .decoder import Phi, bin_centre, bin_edges, bin_probability_expr, discretised_decoder, std_normal_cdf
 from .elbo import (
     ElboSymbols,
+    GapSymbols,
     bayes_substitution,
     elbo_decomposition,
     elbo_expanded,
+    elbo_inequality,
     elbo_regrouped,
     elbo_symbols,
+    expect_standard_normal,
+    gap_symbols,
+    grouped_term_is_kl,
+    regrouped_any_T,
 )
 from .eps import eps_parameterisation, eps_weight, mu_from_eps_expr
 from .forward import (
@@ -67,6 +78,7 @@ __all__ = [
     "check_identity",
     "latex",
     "log_normal",
+    "split_sums",
     "sym",
     "SCHEDULE_RELATIONS",
     "all_proofs",
@@ -77,6 +89,8 @@ __all__ = [
     "posterior_by_bayes",
     "elbo_decomposition",
     "gaussian_kl",
+    "elbo_inequality",
+    "grouped_term_is_kl",
     "eps_parameterisation",
     "discretised_decoder",
     # expression builders
@@ -94,6 +108,10 @@ __all__ = [
     "elbo_expanded",
     "elbo_regrouped",
     "bayes_substitution",
+    "regrouped_any_T",
+    "GapSymbols",
+    "gap_symbols",
+    "expect_standard_normal",
     "kl_normal_expr",
     "kl_by_integration",
     "gaussian_moments_by_integration",
@@ -106,13 +124,15 @@ __all__ = [
     "bin_probability_expr",
 ]
 
-#: The proof functions in the book's order (chapters 1-2, 3, 5, 5, 6, 5/L_0).
+#: The proof functions in the book's order (chapters 1-2, 3, 5, 5, 5, 5, 6, 5/L_0).
 PROOFS = (
     forward_composition,
     closed_form_reparameterisation,
     posterior_by_bayes,
     elbo_decomposition,
     gaussian_kl,
+    elbo_inequality,
+    grouped_term_is_kl,
     eps_parameterisation,
     discretised_decoder,
 )

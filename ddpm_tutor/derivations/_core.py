@@ -27,6 +27,7 @@ __all__ = [
     "latex",
     "sym",
     "SCHEDULE_RELATIONS",
+    "split_sums",
 ]
 
 
@@ -117,6 +118,26 @@ def log_normal(x, mean, var):
     """
     x, mean, var = sp.sympify(x), sp.sympify(mean), sp.sympify(var)
     return -((x - mean) ** 2) / (2 * var) - sp.log(2 * sp.pi * var) / 2
+
+
+def split_sums(expr):
+    """Rewrite every ``Sum(f, (i, a, b))`` as a sum of ``c * Sum(g, (i, a, b))``, one per monomial of ``f``.
+
+    ``c`` is the factor of the monomial free of the summation index (pulled out, by linearity),
+    and each ``Sum(g, ...)`` is evaluated where SymPy can (``Sum(1, (i, 1, d))`` becomes ``d``).
+    Two sums of the same monomials then cancel term by term. Linearity of a finite sum is
+    all this uses.
+    """
+
+    def split(s: sp.Sum) -> sp.Expr:
+        (index, *_), = s.limits
+        out = []
+        for term in sp.Add.make_args(sp.expand(s.function)):
+            coef, dep = term.as_independent(index, as_Add=False)
+            out.append(coef * sp.Sum(dep, *s.limits).doit())
+        return sp.Add(*out)
+
+    return sp.sympify(expr).replace(lambda e: isinstance(e, sp.Sum), split)
 
 
 # ----------------------------------------------------------------------------------------

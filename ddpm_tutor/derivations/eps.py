@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ._core import SCHEDULE_RELATIONS, Proof, _Derivation, _sympify_claim, latex, sym
+from ._core import SCHEDULE_RELATIONS, Proof, _Derivation, _sympify_claim, latex, split_sums, sym
 from .forward import predict_x0_expr
 from .posterior import posterior_mean_expr, posterior_variance_expr
 
@@ -50,6 +50,9 @@ def eps_parameterisation(mean_eps=None, weight=None, *, strict: bool = True) -> 
             (default :func:`mu_from_eps_expr`).
         weight: claimed w_t in schedule symbols and ``sym.sigma2_t`` (default :func:`eps_weight`).
         strict: raise :class:`ProofError` on a failed claim (default) or return ``holds=False``.
+
+    The returned proof's ``lhs`` is ``(mu_tilde_t with x_0 substituted, ||mu_tilde - mu_theta||^2 / (2 sigma_t^2)
+    over d coordinates)``, derived; ``rhs`` the claimed ``(mean_eps, w_t ||eps - eps_theta||^2)``.
     """
     mean_claim = mu_from_eps_expr() if mean_eps is None else _sympify_claim(mean_eps, "mean_eps")
     w_claim = eps_weight() if weight is None else _sympify_claim(weight, "weight")
@@ -87,19 +90,20 @@ def eps_parameterisation(mean_eps=None, weight=None, *, strict: bool = True) -> 
         relations=SCHEDULE_RELATIONS,
         latex_str=r"\tilde{\mu}_t - \mu_\theta = " + latex(coef) + r"\,(\varepsilon - \varepsilon_\theta)",
     )
-    # Coordinate-wise (the formulas act on each pixel alone), so for d = 3 coordinates:
-    dim = 3
-    epss = sp.symbols(f"eps_1:{dim + 1}", real=True)
-    eps_ths = sp.symbols(f"eps_theta_1:{dim + 1}", real=True)
-    lhs = sum((coef * (e - et)) ** 2 for e, et in zip(epss, eps_ths)) / (2 * sym.sigma2_t)
-    rhs = w_claim * sum((e - et) ** 2 for e, et in zip(epss, eps_ths))
+    # Any number of coordinates d: symbolic sums over i = 1..d, split by linearity.
+    i, n = sp.Symbol("i", integer=True, positive=True), sp.Symbol("d", integer=True, positive=True)
+    E, Et = sp.IndexedBase("eps"), sp.IndexedBase("eps_theta")
+    lhs_d = sp.Sum((coef * (E[i] - Et[i])) ** 2, (i, 1, n)) / (2 * sym.sigma2_t)
+    rhs_d = w_claim * sp.Sum((E[i] - Et[i]) ** 2, (i, 1, n))
+    lhs, rhs = split_sums(lhs_d), split_sums(rhs_d)
     d.claim(
-        r"so the KL's squared error of means is a weighted squared error of noises (checked for $d = 3$ coordinates)",
+        r"so the KL's squared error of means is a weighted squared error of noises, for any number $d$ of "
+        r"coordinates (symbolic sums over the pixels)",
         lhs,
         rhs,
         relations=SCHEDULE_RELATIONS,
-        latex_str=r"\frac{\|\tilde{\mu}_t - \mu_\theta\|^2}{2\sigma_t^2} = " + latex(w_claim)
-        + r"\,\|\varepsilon - \varepsilon_\theta\|^2",
+        latex_str=r"\frac{1}{2\sigma_t^2}\sum_{i=1}^{d}(\tilde{\mu}_{t,i} - \mu_{\theta,i})^2 = "
+        + latex(w_claim) + r"\sum_{i=1}^{d}(\varepsilon_i - \varepsilon_{\theta,i})^2",
     )
     beta_tilde = posterior_variance_expr()
     d.claim(
@@ -121,4 +125,4 @@ def eps_parameterisation(mean_eps=None, weight=None, *, strict: bool = True) -> 
         r"L_\mathrm{simple} = \mathbb{E}_{t, x_0, \varepsilon}\big\|\varepsilon - \varepsilon_\theta"
         r"(\sqrt{\bar{\alpha}_t}x_0 + \sqrt{1-\bar{\alpha}_t}\varepsilon, t)\big\|^2",
     )
-    return d.finish(lhs, rhs)
+    return d.finish(sp.Tuple(mu_tilde_eps, lhs), sp.Tuple(mean_claim, rhs))

@@ -169,9 +169,13 @@ def forward_composition(
 def closed_form_reparameterisation(x0_formula=None, eps_formula=None, *, strict: bool = True) -> Proof:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, and its inverses for x_0 and eps.
 
-    This is the reparameterisation of q(x_t | x_0) (Ho et al. 2020, eq. 4 and sec. 3.2): a
-    sample is a deterministic function of x_0 and a standard normal eps. Solving it for x_0
-    gives eq. (15)'s x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).
+    The formula for x_t is not derived here: it is the *definition* of the one-jump sampling
+    procedure (``q_sample``). What makes it legitimate is :func:`forward_composition`, which
+    derives from the Markov chain (by induction on t) that q(x_t | x_0) is
+    N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I); this proof checks that the procedure draws
+    from exactly that law, then *solves* it (``sympy.solve``) for x_0 and for eps, giving
+    eq. (15)'s x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), and compares the
+    solutions with the claimed formulas.
 
     Args:
         x0_formula: claimed x_0 in terms of ``sym.xt``, ``sym.eps``, ``sym.alpha_bar_t``
@@ -179,6 +183,8 @@ def closed_form_reparameterisation(x0_formula=None, eps_formula=None, *, strict:
         eps_formula: claimed eps in terms of ``sym.xt``, ``sym.x0``, ``sym.alpha_bar_t``
             (default :func:`predict_eps_expr`).
         strict: raise :class:`ProofError` on a failed claim (default) or return ``holds=False``.
+
+    The returned proof's ``lhs`` is the pair (x_0, eps) solved for by SymPy, ``rhs`` the claims.
     """
     x0_claim = predict_x0_expr() if x0_formula is None else _sympify_claim(x0_formula, "x0_formula")
     eps_claim = predict_eps_expr() if eps_formula is None else _sympify_claim(eps_formula, "eps_formula")
@@ -189,12 +195,17 @@ def closed_form_reparameterisation(x0_formula=None, eps_formula=None, *, strict:
         r"x_t = \sqrt{\bar{\alpha}_t}\,x_0 + \sqrt{1-\bar{\alpha}_t}\,\varepsilon"
         r"\iff x_0 = \frac{x_t - \sqrt{1-\bar{\alpha}_t}\,\varepsilon}{\sqrt{\bar{\alpha}_t}},"
         r"\quad \varepsilon \sim \mathcal{N}(0, I)",
-        "Ho et al. 2020, eq. (4) and the x_0 of eq. (15); article lines 92-95 and 161-165",
+        "Ho et al. 2020, eq. (4) and the x_0 of eq. (15)",
         strict,
+    )
+    d.note(
+        r"definition of the one-jump sampling procedure (not derived: the previous proof derived the law it must have)",
+        r"x_t := " + latex(xt_expr) + r",\qquad \varepsilon \sim \mathcal{N}(0, I)",
     )
     mean, var = linear_gaussian_moments(xt_expr, [sym.eps])
     d.claim(
-        r"$x_t$ is Gaussian given $x_0$ (a linear function of $\varepsilon$) with the mean of eq. (4)",
+        r"the procedure draws from $q(x_t \mid x_0)$ of the previous proof: a linear function of $\varepsilon$ "
+        r"with the mean of eq. (4)",
         mean,
         sp.sqrt(ab) * sym.x0,
         latex_str=r"\mathbb{E}[x_t \mid x_0] = \sqrt{\bar{\alpha}_t}\,x_0",
@@ -202,22 +213,26 @@ def closed_form_reparameterisation(x0_formula=None, eps_formula=None, *, strict:
     d.claim(
         r"and the variance of eq. (4)", var, 1 - ab, latex_str=r"\mathrm{Var}[x_t \mid x_0] = 1 - \bar{\alpha}_t"
     )
+    x_t = sp.Symbol("x_t", real=True)  # the same symbol as sym.xt
+    (x0_solved,) = sp.solve(sp.Eq(x_t, xt_expr), sym.x0)
+    (eps_solved,) = sp.solve(sp.Eq(x_t, xt_expr), sym.eps)
     d.claim(
-        r"substituting $x_t$ into the claimed inverse returns $x_0$",
+        r"solving $x_t = \sqrt{\bar{\alpha}_t}x_0 + \sqrt{1-\bar{\alpha}_t}\varepsilon$ for $x_0$ (one solution: the map is "
+        r"affine with a non-zero slope) gives the claimed inverse",
+        x0_solved,
+        x0_claim,
+        latex_str=r"x_0 = " + latex(x0_solved) + " = " + latex(x0_claim),
+    )
+    d.claim(
+        r"solving it for the noise instead gives the claimed $\varepsilon$",
+        eps_solved,
+        eps_claim,
+        latex_str=r"\varepsilon = " + latex(eps_solved) + " = " + latex(eps_claim),
+    )
+    d.claim(
+        r"check: substituting $x_t$ into the claimed inverse returns $x_0$",
         x0_claim.subs(sym.xt, xt_expr),
         sym.x0,
         latex_str=latex(x0_claim) + r"\Big|_{x_t = " + latex(xt_expr) + "} = x_0",
     )
-    d.claim(
-        r"substituting $x_0$ back returns $x_t$ (the map is a bijection for fixed $\varepsilon$)",
-        xt_expr.subs(sym.x0, x0_claim),
-        sym.xt,
-        latex_str=latex(xt_expr) + r"\Big|_{x_0 = " + latex(x0_claim) + "} = x_t",
-    )
-    d.claim(
-        r"solving for the noise instead gives $\varepsilon$ back",
-        eps_claim.subs(sym.xt, xt_expr),
-        sym.eps,
-        latex_str=latex(eps_claim) + r"\Big|_{x_t = " + latex(xt_expr) + r"} = \varepsilon",
-    )
-    return d.finish(x0_claim.subs(sym.xt, xt_expr), sym.x0)
+    return d.finish(sp.Tuple(x0_solved, eps_solved), sp.Tuple(x0_claim, eps_claim))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ._core import Proof, _Derivation, _sympify_claim, latex, log_normal, sym
+from ._core import Proof, _Derivation, _sympify_claim, latex, log_normal, split_sums, sym
 
 __all__ = ["kl_normal_expr", "kl_by_integration", "gaussian_moments_by_integration", "gaussian_kl"]
 
@@ -51,7 +51,11 @@ def gaussian_kl(kl=None, *, strict: bool = True) -> Proof:
        (checked for d = 3 explicitly and for symbolic d with a SymPy ``Sum``).
     3. With the variances fixed, KL(N(mu_tilde, beta_tilde I) || N(mu_theta, sigma_t^2 I))
        = ||mu_tilde - mu_theta||^2 / (2 sigma_t^2) + C, C = d/2 (beta_tilde/sigma_t^2 - 1 - log(beta_tilde/sigma_t^2))
-       free of mu_theta (Ho et al. 2020, eq. 8), and C = 0 when sigma_t^2 = beta_tilde.
+       free of mu_theta (Ho et al. 2020, eq. 8), and C = 0 when sigma_t^2 = beta_tilde
+       (for d = 3 coordinates written out, then for symbolic d with SymPy sums).
+
+    The returned proof's ``lhs`` is the KL obtained by integration (:func:`kl_by_integration`),
+    ``rhs`` the claimed formula.
 
     Args:
         kl: claimed 1-D KL in ``sym.mu_1, sym.sigma_1, sym.mu_2, sym.sigma_2`` (standard
@@ -173,5 +177,18 @@ def gaussian_kl(kl=None, *, strict: bool = True) -> Proof:
         (kl_fixed - sq_err).subs(s2t, bt),
         0,
         latex_str=r"C\big|_{\sigma_t^2 = \tilde{\beta}_t} = 0",
+    )
+    # The same reduction for any dimension d: sums over coordinates i = 1..d, split by linearity.
+    MT, MTh = sp.IndexedBase("mu_tilde"), sp.IndexedBase("mu_theta")
+    kl_fixed_d = sp.Sum(kl_1d(MT[i], sp.sqrt(bt), MTh[i], sp.sqrt(s2t)), (i, 1, n))
+    sq_err_d = sp.Sum((MT[i] - MTh[i]) ** 2, (i, 1, n)) / (2 * s2t)
+    const_d = n / sp.Integer(2) * (bt / s2t - 1 - sp.log(bt / s2t))
+    d.claim(
+        r"for any dimension $d$ (symbolic sums over the coordinates): the squared error of the means plus the same $C$",
+        split_sums(kl_fixed_d),
+        split_sums(sq_err_d) + const_d,
+        latex_str=r"\sum_{i=1}^{d} D_{\mathrm{KL}}\big(\mathcal{N}(\tilde{\mu}_{t,i},\tilde{\beta}_t)\,\|\,"
+        r"\mathcal{N}(\mu_{\theta,i},\sigma_t^2)\big) = \frac{\sum_i(\tilde{\mu}_{t,i}-\mu_{\theta,i})^2}{2\sigma_t^2}"
+        r" + \frac{d}{2}\Big(\frac{\tilde{\beta}_t}{\sigma_t^2} - 1 - \log\frac{\tilde{\beta}_t}{\sigma_t^2}\Big)",
     )
     return d.finish(kl_int, kl_claim)

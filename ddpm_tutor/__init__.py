@@ -14,7 +14,8 @@ module                 what it holds                                    chapter
 ``data``               MNIST in IDX form: download, verify, load        7
 ``unet``               UNetConfig, UNet (eps_theta)                     7
 ``training``           TrainConfig, profiles, train, checkpoints        7
-``sampling``           sample (Algorithm 2)                             8
+``sampling``           sample, SAMPLERS                                 8, 11
+``samplers``           ddpm, ddim, dpm_solver_pp(_sde), time steps      8, 11
 ``metrics``            the MNIST classifier that judges samples         8
 =====================  ===============================================  =========
 
@@ -25,11 +26,11 @@ from .forward import q_sample, q_step
 from .losses import decoder_nll, kl_term, normal_kl, prior_kl, simple_loss, vlb_bits_per_dim
 from .posterior import predict_x0, q_posterior
 from .reverse import p_mean, p_sample_step, p_variance
-from .sampling import sample
+from .sampling import SAMPLERS, sample
 from .schedules import NoiseSchedule, cosine_schedule, linear_schedule, schedule_from_betas
 from .unet import UNet, UNetConfig
 from .training import TrainConfig, load_model, load_pretrained, profile_config, resolve_profile, train
-from . import data, derivations, metrics, plotting
+from . import data, derivations, metrics, plotting, samplers
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,8 @@ __all__ = [
     "p_variance",
     "p_sample_step",
     "sample",
+    "SAMPLERS",
+    "samplers",
     "simple_loss",
     "normal_kl",
     "prior_kl",

@@ -310,3 +310,25 @@ def test_sampling_stops_at_the_first_non_finite_sample(name):
 
     with pytest.raises(FloatingPointError, match=re.escape(f"({name}) produced a non-finite x_t after code step 49")):
         dt.sample(model, schedule, (2, 1, 2, 2), sampler=name, steps=T, progress=False)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_samples_with_a_fast_sampler_and_refuses_bad_options(tmp_path, capsys):
+    import json
+
+    from ddpm_tutor.__main__ import main
+
+    out = tmp_path / "grid.png"
+    record = tmp_path / "q.json"
+    assert main(["sample", "--checkpoint", "pretrained", "--n", "2", "--sampler", "dpm_solver++_sde", "--steps", "3",
+                 "--out", str(out), "--device", "cpu", "--quality-json", str(record)]) == 0
+    assert out.exists() and "dpm_solver++_sde, 2 x 3 network evaluations" in capsys.readouterr().out
+    saved = json.loads(record.read_text())
+    assert (saved["sampler"], saved["steps"], saved["eta"], saved["variance"]) == ("dpm_solver++_sde", 3, 0.0, None)
+    for argv, match in ((["--sampler", "ddim", "--steps", "401"], "steps must be an int between 1 and T = 400"),
+                        (["--sampler", "ddpm", "--eta", "0.5"], "eta applies only to sampler='ddim'"),
+                        (["--sampler", "ddim", "--eta", "2"], r"eta must be a number in \[0, 1\]")):
+        with pytest.raises(SystemExit, match=match):
+            main(["sample", "--checkpoint", "pretrained", "--n", "1", "--device", "cpu", "--out", str(out), *argv])

@@ -332,3 +332,31 @@ def test_cli_samples_with_a_fast_sampler_and_refuses_bad_options(tmp_path, capsy
                         (["--sampler", "ddim", "--eta", "2"], r"eta must be a number in \[0, 1\]")):
         with pytest.raises(SystemExit, match=match):
             main(["sample", "--checkpoint", "pretrained", "--n", "1", "--device", "cpu", "--out", str(out), *argv])
+
+
+def test_on_an_accelerator_the_finite_check_runs_every_few_steps_and_names_the_interval():
+    from ddpm_tutor.samplers import FiniteCheck
+
+    check = FiniteCheck("ddim", torch.device("cuda"), every=4)  # no GPU needed: only the schedule of checks differs
+    good, bad = torch.zeros(2), torch.tensor([0.0, float("nan")])
+    for step in (99, 98, 97):
+        check(bad if step == 97 else good, step, last=False)  # not checked yet: no host sync
+    check(good, 96, last=False)  # checked: fine (a non-finite value could not have healed in a real sampler)
+    check(bad, 95, last=False)
+    with pytest.raises(FloatingPointError, match="between code steps 96 and 92"):
+        for step in (94, 93, 92):
+            check(bad, step, last=False)
+    with pytest.raises(FloatingPointError, match="after code step 0"):
+        FiniteCheck("ddpm", torch.device("cpu"))(bad, 0, last=True)
+
+
+@pytest.mark.parametrize("name", dt.SAMPLERS)
+def test_clip_x0_keeps_every_x0_hat_in_the_data_range(setup, name):
+    schedule, _, x_T = setup
+    model = _mixture_eps(schedule, 1.8 * MEANS)  # data outside [-1, 1]
+    seen = []
+    out = SAMPLER_FUNCTIONS[name](model, schedule, x_T, trailing_timesteps(T, 8), clip_x0=True, progress=False,
+                                  generator=torch.Generator().manual_seed(0),
+                                  callback=lambda t, xt, x0_hat: seen.append(x0_hat.abs().max().item()))
+    assert len(seen) == 8 and max(seen) <= 1.0
+    assert out.abs().max() <= 1.0 + 1e-12  # the last step lands on a clipped x0_hat

@@ -16,7 +16,8 @@ module                 what it holds                                    chapter
 ``config``             TrainConfig, the gpu/cpu/smoke profiles          7
 ``checkpoints``        save, load, export; the reference weights        7
 ``training``           train (Algorithm 1)                              7
-``sampling``           sample (Algorithm 2)                             8
+``sampling``           sample, SAMPLERS                                 8, 11
+``samplers``           ddpm, ddim, dpm_solver_pp(_sde), time steps      8, 11
 ``metrics``            the MNIST classifier that judges samples         8
 =====================  ===============================================  =========
 
@@ -27,13 +28,13 @@ from .forward import q_sample, q_step
 from .losses import decoder_nll, kl_term, normal_kl, prior_kl, simple_loss, vlb_bits_per_dim
 from .posterior import predict_x0, q_posterior
 from .reverse import p_mean, p_sample_step, p_variance
-from .sampling import sample
+from .sampling import SAMPLERS, sample
 from .schedules import NoiseSchedule, cosine_schedule, linear_schedule, schedule_from_betas
 from .unet import UNet, UNetConfig
 from .config import TrainConfig, profile_config, resolve_profile
 from .checkpoints import load_model, load_pretrained
 from .training import train
-from . import data, metrics, plotting, records
+from . import data, metrics, plotting, records, samplers
 
 
 def _version() -> str:
@@ -75,6 +76,8 @@ __all__ = [
     "p_variance",
     "p_sample_step",
     "sample",
+    "SAMPLERS",
+    "samplers",
     "simple_loss",
     "normal_kl",
     "prior_kl",

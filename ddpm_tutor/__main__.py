@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .samplers import SAMPLERS
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -69,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    """Draw samples from a checkpoint with Algorithm 2 and save them as a PNG grid."""
+    """Draw samples from a checkpoint with a sampler (Algorithm 2 by default) and save them as a PNG grid."""
     import torch
 
     from .plotting import save_image_grid
@@ -85,11 +86,17 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
     batch = min(args.batch_size or args.n, args.n)
     start = time.perf_counter()
-    x = sample(model, schedule, shape, generator=generator, variance=args.variance, batch_size=batch)
+    try:  # the sampler's options are validated there; the messages name the option
+        x = sample(model, schedule, shape, sampler=args.sampler, steps=args.steps, eta=args.eta, generator=generator,
+                   variance=args.variance, batch_size=batch)
+    except ValueError as err:
+        raise SystemExit(f"sample: {err}") from None
     seconds = time.perf_counter() - start
     path = save_image_grid(x, args.out)
     batches = f", in batches of {batch}" if batch < args.n else ""
-    print(f"wrote {args.n} samples to {path} ({args.n} x {schedule.T} steps in {seconds:.0f} s on {device}{batches})")
+    nfe = args.steps or schedule.T
+    print(f"wrote {args.n} samples to {path} ({args.sampler}, {args.n} x {nfe} network evaluations in {seconds:.0f} s "
+          f"on {device}{batches})")
     if args.quality or args.quality_json:
         from .metrics import sample_quality
 
@@ -101,7 +108,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 **quality.to_dict(),
                 "checkpoint": args.checkpoint,
                 "weights": "raw" if args.raw else "ema",
-                "variance": args.variance,
+                "sampler": args.sampler,
+                "steps": nfe,
+                "eta": args.eta,
+                "variance": args.variance or ("beta_tilde" if args.sampler == "ddpm" else None),
                 "seed": args.seed,
                 "batch_size": batch,
                 "sampling_seconds": round(seconds, 1),
@@ -191,8 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser(
         "sample",
-        help="draw samples from a checkpoint (Algorithm 2) into a PNG grid",
-        description="Start from x_T ~ N(0, I) and denoise step by step with the checkpoint's EMA weights.",
+        help="draw samples from a checkpoint (Algorithm 2, DDIM, DPM-Solver++) into a PNG grid",
+        description="Start from x_T ~ N(0, I) and denoise step by step with the checkpoint's EMA weights, "
+        "with all T steps of Algorithm 2 (the default) or a faster sampler in --steps network evaluations.",
     )
     sa.add_argument("--checkpoint", required=True,
                     help="a checkpoint.pt written by `train`, or 'pretrained' for the reference model shipped in the package")
@@ -203,8 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="draw the samples in batches of this many (default: all N at once). Smaller batches bound "
                     "the memory and on a CPU can take less time per image; other batch sizes draw other images "
                     "from the same seed")
-    sa.add_argument("--variance", choices=["beta", "beta_tilde"], default="beta_tilde",
-                    help="sigma_t^2 of the reverse steps (default beta_tilde)")
+    sa.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
+                    help="ddpm: Algorithm 2, ancestral (respaced with --steps); ddim: DDIM (deterministic at --eta 0); "
+                    "dpm_solver++: DPM-Solver++(2M), an ODE solver; dpm_solver++_sde: its stochastic variant "
+                    "(default ddpm). Chapter 11 compares them")
+    sa.add_argument("--steps", type=_positive_int, default=None,
+                    help="network evaluations, 1..T, at evenly spaced steps starting from t = T (default: all T)")
+    sa.add_argument("--eta", type=float, default=0.0,
+                    help="DDIM's noise scale in [0, 1]: 0 deterministic, 1 the DDPM posterior (--sampler ddim only)")
+    sa.add_argument("--variance", choices=["beta", "beta_tilde"], default=None,
+                    help="sigma_t^2 of the reverse steps, --sampler ddpm only (default beta_tilde)")
     sa.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     sa.add_argument("--quality", action="store_true",
                     help="also report the classifier's confident fraction and class histogram")

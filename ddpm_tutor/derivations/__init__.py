@@ -15,6 +15,10 @@ module                    proofs                                       Ho et al.
 ``kl``                    :func:`gaussian_kl`                          eq. (8)
 ``eps``                   :func:`eps_parameterisation`                 eqs. (10)-(12), (14)
 ``decoder``               :func:`discretised_decoder`                  sec. 3.3, eq. (13)
+``ddim``                  :func:`ddim_keeps_the_marginals`,            Song et al. 2021 (DDIM),
+                          :func:`ddim_eta_one_is_the_ddpm_posterior`,  Lu et al. 2022
+                          :func:`ddim_is_an_exact_ode_step`,           (chapter 11)
+                          :func:`dpm_solver_2m_coefficients`
 ========================  ===========================================  =========================
 
 :mod:`ddpm_tutor.derivations.toy` is numerical, not symbolic: the exact-likelihood toy of
@@ -36,6 +40,15 @@ book that beta_t in place of beta_tilde_t is rejected::
 from __future__ import annotations
 
 from ._core import SCHEDULE_RELATIONS, Proof, ProofError, Step, check_identity, latex, log_normal, split_sums, sym
+from .ddim import (
+    ddim_direction_coef,
+    ddim_eta_one_is_the_ddpm_posterior,
+    ddim_is_an_exact_ode_step,
+    ddim_keeps_the_marginals,
+    ddim_sigma,
+    ddim_step_expr,
+    dpm_solver_2m_coefficients,
+)
 from .decoder import Phi, bin_centre, bin_edges, bin_probability_expr, discretised_decoder, std_normal_cdf
 from .elbo import (
     ElboSymbols,
@@ -93,7 +106,14 @@ __all__ = [
     "grouped_term_is_kl",
     "eps_parameterisation",
     "discretised_decoder",
+    "ddim_keeps_the_marginals",
+    "ddim_eta_one_is_the_ddpm_posterior",
+    "ddim_is_an_exact_ode_step",
+    "dpm_solver_2m_coefficients",
     # expression builders
+    "ddim_sigma",
+    "ddim_direction_coef",
+    "ddim_step_expr",
     "linear_gaussian_moments",
     "standard_normal_mgf_by_integration",
     "q_sample_expr",
@@ -124,7 +144,7 @@ __all__ = [
     "bin_probability_expr",
 ]
 
-#: The proof functions in the book's order (chapters 1-2, 3, 5, 5, 5, 5, 6, 5/L_0).
+#: The proof functions in the book's order (chapters 1-2, 3, 5, 5, 5, 5, 6, 5/L_0, then 11).
 PROOFS = (
     forward_composition,
     closed_form_reparameterisation,
@@ -135,6 +155,10 @@ PROOFS = (
     grouped_term_is_kl,
     eps_parameterisation,
     discretised_decoder,
+    ddim_keeps_the_marginals,
+    ddim_eta_one_is_the_ddpm_posterior,
+    ddim_is_an_exact_ode_step,
+    dpm_solver_2m_coefficients,
 )
 
 

@@ -272,6 +272,7 @@ _TEXT_MACROS = {
     r"\neq": "≠", r"\approx": "≈", r"\cdot": "·", r"\times": "×", r"\partial": "∂", r"\to": "→", r"\sim": "~",
     r"\iff": "⇔", r"\pm": "±", r"\mp": "∓", r"\ldots": "…", r"\dots": "…", r"\qquad": "  ", r"\quad": " ", r"\,": " ", r"\;": " ",
     r"\ ": " ", r"\!": "",
+    r"\eta": "η", r"\varsigma": "ς", r"\lambda": "λ", r"\hat{x}": "x̂", r"\bar{x}": "x̄",
 }
 _TEXT_MACRO_RE = re.compile(
     "|".join(

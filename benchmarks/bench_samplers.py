@@ -1,0 +1,147 @@
+"""Which sampler, how many steps? Time and quality of every sampler on the shipped reference model.
+
+For the reference checkpoint (``dt.load_pretrained()``) it draws N samples (default 1000) with one
+fixed seed, so every run starts from the same x_T, with
+
+* each sampler of ``dt.SAMPLERS`` at 5, 10, 20, 50 and 100 network evaluations (NFE),
+* the full chain: Algorithm 2 over all T steps (``sampler="ddpm"``, ``steps=None``),
+* the ODE limit: DDIM with eta = 0 over all T steps (what the ODE samplers converge to),
+
+and records for each run the wall time of sampling, the MNIST classifier's confident fraction
+and rarest digit (``ddpm_tutor.metrics``), and, where ``ddpm_tutor.evaluation`` is available,
+FID, KID, precision and recall with their real-data floors at the same N. The record is written
+(atomically, after every run, so an interrupted run keeps what it finished) as JSON with the
+command that produced it.
+
+Usage, from the repository root::
+
+    python benchmarks/bench_samplers.py                               # N = 1000 on the CPU
+    python benchmarks/bench_samplers.py --device cuda                 # the same on a GPU
+    python benchmarks/bench_samplers.py --n 64 --nfe 5,10 --out /tmp/s.json   # a quick check
+
+Timings are wall-clock seconds on the machine named in the record; compare runs only within one
+record (a busy machine slows every run of it alike only roughly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import ddpm_tutor as dt
+from ddpm_tutor.metrics import sample_quality
+
+try:  # FID and friends come from the evaluation module where it exists
+    from ddpm_tutor import evaluation
+except ImportError:  # pragma: no cover - depends on the package version
+    evaluation = None
+
+
+def _write_atomic(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _runs(samplers: list[str], nfes: list[int], T: int, ode_limit: bool) -> list[dict]:
+    runs = [{"label": f"full chain (ddpm, {T} steps)", "sampler": "ddpm", "steps": None}]
+    if ode_limit:
+        runs.append({"label": f"ODE limit (ddim, eta 0, {T} steps)", "sampler": "ddim", "steps": T})
+    for name in samplers:
+        for nfe in nfes:
+            runs.append({"label": f"{name}, {nfe} NFE", "sampler": name, "steps": nfe})
+    return runs
+
+
+def _measure(images: torch.Tensor, run: dict, seconds: float, nfe: int, args) -> dict:
+    quality = sample_quality(images)
+    out = {"confident_fraction": quality.confident_fraction, "min_class_fraction": quality.min_class_fraction,
+           "class_counts": list(quality.counts)}
+    if evaluation is not None and not args.no_fid:
+        ev = evaluation.evaluate_images(images, nfe=nfe, sampling_seconds=seconds, floor_draws=args.floor_draws,
+                                        sampler={"sampler": run["sampler"], "steps": run["steps"], "seed": args.seed})
+        d = ev.to_dict()
+        out.update({k: d[k] for k in ("fid", "fid_floor", "kid", "kid_floor", "precision", "recall") if k in d})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="samples per run (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run's generator (default 0)")
+    parser.add_argument("--nfe", default="5,10,20,50,100", help="network evaluations, comma-separated")
+    parser.add_argument("--samplers", default=",".join(dt.SAMPLERS), help="comma-separated sampler names")
+    parser.add_argument("--no-ode-limit", action="store_true", help="skip DDIM over all T steps")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=None, help="draw the N samples this many at a time")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--no-fid", action="store_true", help="skip FID/KID even where ddpm_tutor.evaluation exists")
+    parser.add_argument("--floor-draws", type=int, default=5, help="draws of N real digits behind each floor")
+    parser.add_argument("--out", default="records/samplers.json", help="JSON record to write")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    samplers = [s for s in args.samplers.split(",") if s]
+    for name in samplers:
+        if name not in dt.SAMPLERS:
+            parser.error(f"--samplers: unknown sampler {name!r}; choose from {', '.join(dt.SAMPLERS)}")
+    nfes = [int(v) for v in args.nfe.split(",") if v]
+
+    device = torch.device(args.device)
+    model, schedule = dt.load_pretrained(device)
+    shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
+    runs = _runs(samplers, nfes, schedule.T, not args.no_ode_limit)
+    record = {
+        "command": "python benchmarks/bench_samplers.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "model": "the shipped reference checkpoint (dt.load_pretrained)",
+        "T": schedule.T,
+        "n": args.n,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "time_steps": "trailing (ddpm_tutor.samplers.trailing_timesteps)",
+        "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "fid": "ddpm_tutor.evaluation (MNIST classifier features)" if evaluation is not None and not args.no_fid else None,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "runs": [],
+    }
+    out = Path(args.out)
+    # one small warm-up so that the first timed run does not pay for library initialisation
+    dt.sample(model, schedule, (2, *shape[1:]), sampler="ddim", steps=2, progress=False, device=device)
+    for run in runs:
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        images = dt.sample(model, schedule, shape, sampler=run["sampler"], steps=run["steps"], generator=generator,
+                           batch_size=args.batch_size, device=device, progress=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        nfe = run["steps"] or schedule.T
+        result = {**run, "nfe": nfe, "seconds": round(seconds, 2), **_measure(images.cpu(), run, seconds, nfe, args)}
+        record["runs"].append(result)
+        record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        _write_atomic(out, record)
+        fid = f"  FID {result['fid']:.3f}" if "fid" in result else ""
+        print(f"{run['label']:<36} {seconds:8.1f} s  confident {result['confident_fraction']:.3f}{fid}", flush=True)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

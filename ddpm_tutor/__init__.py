@@ -16,6 +16,8 @@ module                 what it holds                                    chapter
 ``training``           TrainConfig, profiles, train, checkpoints        7
 ``sampling``           sample (Algorithm 2)                             8
 ``metrics``            the MNIST classifier that judges samples         8
+``evaluation``         FID, KID, precision/recall, memorisation         10
+                       (``import ddpm_tutor.evaluation``: torchmetrics)
 =====================  ===============================================  =========
 
 Index convention, stated once: code step ``t = 0..T-1`` is the paper's step ``t + 1 = 1..T``.

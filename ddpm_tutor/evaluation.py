@@ -613,6 +613,10 @@ def evaluate(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], schedu
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 4:
         raise ValueError(f"n must be an int >= 4, got {n!r}")
+    if isinstance(floor_draws, bool) or not isinstance(floor_draws, int) or floor_draws < 2:  # checked before sampling
+        raise ValueError(f"floor_draws must be an int >= 2 (a standard deviation needs two), got {floor_draws!r}")
+    if n * floor_draws > 60000:
+        raise ValueError(f"n * floor_draws must be at most the 60000 training digits, got {n} * {floor_draws}")
     calls = [0]
 
     def counted(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -309,3 +309,35 @@ def test_real_digits_against_the_reference(extractor, reference):
     # real digits score far closer to the test set than blurred ones
     blurred = F.avg_pool2d(images[idx].float().unsqueeze(1) / 127.5 - 1, 5, stride=1, padding=2)
     assert ev.fid_from_features(f_real, reference) * 5 < ev.fid(blurred, extractor, reference)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def test_cli_evaluate_writes_json(monkeypatch, tmp_path, capsys):
+    import ddpm_tutor as dt
+    from ddpm_tutor.__main__ import main
+
+    pool = blobs(200, 6)
+    monkeypatch.setattr(ev, "_train_images", lambda: pool)
+    monkeypatch.setattr(ev, "_FLOOR_CACHE", {})
+    monkeypatch.setattr(ev, "_HELDOUT_CACHE", {"default": torch.rand(1000) + 1.0})
+
+    def fake_sample(model, schedule, shape, generator=None, batch_size=None, progress=True, variance="beta_tilde"):
+        for step in (2, 1, 0):  # three network calls
+            model(torch.zeros(shape), torch.full((shape[0],), step))
+        return pool[: shape[0]]
+
+    monkeypatch.setattr(dt.sampling, "sample", fake_sample)
+    out = tmp_path / "eval.json"
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["evaluate", "--checkpoint", "pretrained", "--json", str(tmp_path / "no" / "eval.json")])
+    with pytest.raises(SystemExit, match="no --steps option"):
+        main(["evaluate", "--checkpoint", "pretrained", "--steps", "20"])
+    main(["evaluate", "--checkpoint", "pretrained", "--n", "16", "--floor-draws", "2", "--variance", "beta",
+          "--device", "cpu", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert record["n"] == 16 and record["nfe"] == 3 and record["sampler"]["variance"] == "beta"
+    assert record["checkpoint"] == "pretrained" and record["fid_floor"]["draws"] == 2
+    assert record["command"].startswith("python -m ddpm_tutor evaluate --checkpoint pretrained")
+    assert "real-data floor" in capsys.readouterr().out

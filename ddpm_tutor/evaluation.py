@@ -2,11 +2,14 @@
 
 Chapter 10 of the book. Every measure compares a set of generated images with real MNIST digits
 in one feature space: the **penultimate layer of the shipped MNIST classifier**
-(:mod:`ddpm_tutor.metrics`), i.e. ``relu(fc1(.))``, a 128-dimensional vector per image taken
-before the dropout and the last linear layer. The field's FID uses Inception-v3 features of
-ImageNet photographs (Heusel et al. 2017); on 28 x 28 grey digits a network trained on digits
-sees what matters, so numbers here are comparable with each other, **not** with published
-Inception FIDs (for those, see ``inception=True`` of :func:`evaluate_images`).
+(:mod:`ddpm_tutor.metrics`), i.e. the output of its hidden linear layer ``fc1``, a 128-dimensional
+vector per image, taken *before* that layer's ReLU. (After the ReLU, every image the classifier
+rejects, noise and blobs, maps to the zero vector: one point, which the k-nearest-neighbour balls of a
+few real outliers cover, so that pure noise scored a precision of 1. Before the ReLU such images keep
+distinct features.) The field's FID uses Inception-v3 features of ImageNet photographs (Heusel et al.
+2017); on 28 x 28 grey digits a network trained on digits sees what matters, so numbers here are
+comparable with each other, **not** with published Inception FIDs (for those, see ``inception=True``
+of :func:`evaluate_images`).
 
 * **FID** (Heusel et al. 2017): fit a Gaussian to each set's features and take the Frechet
   distance ``||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))``, computed by torchmetrics'
@@ -90,9 +93,10 @@ KID_MAX_SUBSET_SIZE = 1000
 class ClassifierFeatures(nn.Module):
     """The feature map of every measure here: the MNIST classifier's penultimate layer.
 
-    ``(B, 1, 28, 28) -> conv, pool, conv, pool, flatten, fc1, ReLU -> (B, hidden)``, the
-    classifier's forward pass without its dropout and last linear layer (``hidden = 128`` for the
-    shipped classifier). It is the ``feature`` module given to torchmetrics, which reads
+    ``(B, 1, 28, 28) -> conv, ReLU, pool, conv, ReLU, pool, flatten, fc1 -> (B, hidden)``: the
+    classifier's forward pass up to its hidden linear layer, before that layer's ReLU, its dropout
+    and the last linear layer (``hidden = 128`` for the shipped classifier; the classifier's logits
+    are ``fc2(relu(features))``). It is the ``feature`` module given to torchmetrics, which reads
     ``num_features`` and calls it on whatever ``update`` receives.
 
     Input: float images in model range ``[-1, 1]`` (clipped, as samplers may overshoot), or
@@ -117,7 +121,7 @@ class ClassifierFeatures(nn.Module):
         c = self.classifier
         h = F.max_pool2d(F.relu(c.conv1(x)), 2)  # (B, c1, 14, 14)
         h = F.max_pool2d(F.relu(c.conv2(h)), 2)  # (B, c2, 7, 7)
-        return F.relu(c.fc1(h.flatten(1))).double()  # (B, hidden)
+        return c.fc1(h.flatten(1)).double()  # (B, hidden), before fc1's ReLU
 
 
 def _as_model_range(images: torch.Tensor, name: str = "images") -> torch.Tensor:
@@ -230,7 +234,7 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
     ``cov1 cov2`` is not symmetric, but it is similar to the symmetric PSD matrix
     ``M = cov1^(1/2) cov2 cov1^(1/2)`` (conjugate by ``cov1^(1/2)``), so both have the same
     eigenvalues and ``Tr (cov1 cov2)^(1/2) = sum_i sqrt(lambda_i(M))``; symmetric eigensolvers
-    handle the singular covariances that dead ReLU features give. torchmetrics takes the
+    handle nearly singular covariances reliably. torchmetrics takes the
     eigenvalues of ``cov1 cov2`` directly: two routes to one number. All in float64.
     """
     mu1, mu2, cov1, cov2 = (a.double() for a in (mu1, mu2, cov1, cov2))
@@ -526,7 +530,7 @@ class Evaluation:
     evaluation_seconds: float = 0.0  # wall time of measuring them
     sampler: dict = field(default_factory=dict)  # how the samples were drawn (sampler, steps, seed, ...)
     fid_inception: float | None = None  # Inception-v3 FID (torchmetrics' default): NOT comparable with `fid`
-    features: str = "MNIST classifier penultimate layer relu(fc1), 128-d"
+    features: str = "MNIST classifier penultimate layer (fc1, before its ReLU), 128-d"
 
     def to_dict(self) -> dict:
         """Plain Python values for JSON."""

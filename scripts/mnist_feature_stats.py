@@ -58,7 +58,7 @@ def main() -> None:
     meta = {
         "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
         "classifier_sha256": json.loads(Path(CLASSIFIER_META_PATH).read_text())["sha256"],
-        "features": "MNIST classifier penultimate layer relu(fc1), float16; mean and cov (n - 1) in float64",
+        "features": "MNIST classifier penultimate layer (fc1, before its ReLU), float16; mean and cov (n - 1) in float64",
         "n": int(stats["features"].shape[0]),
         "dims": int(stats["features"].shape[1]),
         "command": "DDPM_TUTOR_DATA=<folder with the MNIST .gz files> python scripts/mnist_feature_stats.py",

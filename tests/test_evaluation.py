@@ -46,10 +46,10 @@ def random_cov(d: int, g: torch.Generator) -> torch.Tensor:
 def test_features_are_the_classifier_penultimate_layer(extractor):
     x = blobs(16, 0)
     f = extractor(x)
-    assert f.shape == (16, 128) and f.dtype == torch.float64 and (f >= 0).all()  # after the ReLU
+    assert f.shape == (16, 128) and f.dtype == torch.float64 and (f < 0).any()  # before fc1's ReLU
     c = extractor.classifier
-    # the classifier's own logits are its last layer applied to these features
-    torch.testing.assert_close(c.fc2(f.float()), c(x), rtol=1e-5, atol=1e-5)
+    # the classifier's own logits are its last layer applied to the ReLU of these features
+    torch.testing.assert_close(c.fc2(F.relu(f.float())), c(x), rtol=1e-5, atol=1e-5)
     # uint8 pixels give the features of their model-range floats
     pixels = ((x + 1) * 127.5).round().to(torch.uint8)
     torch.testing.assert_close(extractor(pixels), extractor(pixels.float() / 127.5 - 1.0))
@@ -306,6 +306,9 @@ def test_real_digits_against_the_reference(extractor, reference):
     assert p > 0.7 and r > 0.7
     p, r = ev.precision_recall(f_ones, real)  # only ones: realistic, but a tenth of the data
     assert p > 0.7 and r < 0.3
+    noise = torch.randn(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    p, r = ev.precision_recall(ev.features(noise, extractor), real)  # nothing like a digit
+    assert p < 0.05 and r < 0.05
     # real digits score far closer to the test set than blurred ones
     blurred = F.avg_pool2d(images[idx].float().unsqueeze(1) / 127.5 - 1, 5, stride=1, padding=2)
     assert ev.fid_from_features(f_real, reference) * 5 < ev.fid(blurred, extractor, reference)

@@ -19,6 +19,8 @@ module                 what it holds                                    chapter
 ``sampling``           sample, SAMPLERS                                 8, 11
 ``samplers``           ddpm, ddim, dpm_solver_pp(_sde), time steps      8, 11
 ``metrics``            the MNIST classifier that judges samples         8
+``evaluation``         FID, KID, precision/recall, memorisation         10
+                       (``import ddpm_tutor.evaluation``: torchmetrics)
 =====================  ===============================================  =========
 
 Index convention, stated once: code step ``t = 0..T-1`` is the paper's step ``t + 1 = 1..T``.

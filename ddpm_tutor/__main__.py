@@ -1,4 +1,4 @@
-"""Command line: ``python -m ddpm_tutor {check,train,sample,export}``."""
+"""Command line: ``python -m ddpm_tutor {check,train,sample,evaluate,export}``."""
 
 from __future__ import annotations
 
@@ -123,6 +123,60 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """Draw N samples from a checkpoint and measure them: FID, KID, precision/recall, each beside its floor."""
+    import inspect
+    import os
+    import tempfile
+
+    import torch
+
+    from .evaluation import evaluate
+    from .sampling import sample
+    from .training import load_model, load_pretrained
+
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None and not json_path.parent.is_dir():  # fail now, not after minutes of sampling
+        raise SystemExit(f"evaluate: --json {args.json}: folder {json_path.parent} does not exist; create it first")
+    sampler_kwargs = {name: getattr(args, name) for name in ("variance", "sampler", "steps", "eta") if getattr(args, name) is not None}
+    accepted = inspect.signature(sample).parameters
+    missing = [name for name in sampler_kwargs if name not in accepted]
+    if missing:
+        raise SystemExit(f"evaluate: this version's sample() has no {', '.join('--' + m for m in missing)} option; leave it out")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.checkpoint == "pretrained":
+        model, schedule = load_pretrained(device)
+    else:
+        model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    try:
+        record = evaluate(model, schedule, n=args.n, generator=generator, batch_size=args.batch_size,
+                          floor_draws=args.floor_draws, inception=args.inception, **sampler_kwargs)
+    except RuntimeError as err:  # e.g. --inception without the Inception weights: the message says what to do
+        raise SystemExit(f"evaluate: {err}") from None
+    print(record)
+    if json_path is not None:
+        out = {
+            **record.to_dict(),
+            "checkpoint": args.checkpoint,
+            "weights": "raw" if args.raw else "ema",
+            "seed": args.seed,
+            "device": str(device),
+            "torch_version": torch.__version__,
+            "command": "python -m ddpm_tutor evaluate " + " ".join(sys.argv[2:] if args.argv is None else args.argv),
+        }
+        fd, tmp = tempfile.mkstemp(dir=json_path.parent, prefix=json_path.name + ".", suffix=".tmp")
+        os.close(fd)
+        try:
+            Path(tmp).write_text(json.dumps(out, indent=2) + "\n")
+            os.replace(tmp, json_path)  # atomic: the old file or the new one
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        print(f"wrote {json_path}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     """Write a slim, shippable copy of a checkpoint and its sha256 record."""
     from .checkpoints import export_checkpoint
@@ -137,6 +191,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (a standard deviation needs two draws), got {value}")
     return value
 
 
@@ -232,6 +293,32 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     sa.set_defaults(func=_cmd_sample)
 
+    ev = sub.add_parser(
+        "evaluate",
+        help="draw N samples and measure them: FID, KID, precision/recall (with real-data floors), memorisation",
+        description="Draw N samples from a checkpoint and measure them against the MNIST test set in the shipped "
+        "classifier's feature space (penultimate layer): FID and KID (torchmetrics), precision and recall (k = 3), "
+        "each beside the same score of N real training digits (the real-data floor: FID depends on N); the "
+        "nearest-training-digit distance (memorisation); the confident fraction and class histogram.",
+    )
+    ev.add_argument("--checkpoint", required=True,
+                    help="a checkpoint.pt written by `train`, or 'pretrained' for the reference model")
+    ev.add_argument("--n", type=_positive_int, default=1000, help="number of samples (default 1000); the floors use the same N")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the sampler's generator (default 0)")
+    ev.add_argument("--json", default=None, metavar="PATH", help="also write the record to this JSON file (its folder must exist)")
+    ev.add_argument("--batch-size", type=_positive_int, default=None, help="draw the samples this many at a time (default: all at once)")
+    ev.add_argument("--variance", choices=["beta", "beta_tilde"], default=None, help="sigma_t^2 of the reverse steps (default: sample's)")
+    ev.add_argument("--sampler", default=None, help="sampler name, passed to sample() (where sample offers samplers)")
+    ev.add_argument("--steps", type=_positive_int, default=None, help="network evaluations of the sampler, passed to sample()")
+    ev.add_argument("--eta", type=float, default=None, help="DDIM's eta, passed to sample()")
+    ev.add_argument("--floor-draws", type=_at_least_two, default=5, help="draws of N real digits behind each floor (default 5)")
+    ev.add_argument("--inception", action="store_true",
+                    help="also compute an Inception-v3 FID (ImageNet features; needs torch-fidelity and downloads the "
+                    "weights, e.g. on Colab). NOT comparable with the MNIST-feature FID")
+    ev.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    ev.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    ev.set_defaults(func=_cmd_evaluate)
+
     ex = sub.add_parser(
         "export",
         help="write a slim copy of a checkpoint (weights and configs, no optimiser) with its sha256",
@@ -247,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = None if argv is None else list(argv[1:])  # the command's own arguments, for records
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -16,6 +16,7 @@ module                 what it holds                                    chapter
 ``training``           TrainConfig, profiles, train, checkpoints        7
 ``sampling``           sample (Algorithm 2)                             8
 ``metrics``            the MNIST classifier that judges samples         8
+``guidance``           guided (classifier-free guidance)                12
 =====================  ===============================================  =========
 
 Index convention, stated once: code step ``t = 0..T-1`` is the paper's step ``t + 1 = 1..T``.
@@ -29,7 +30,7 @@ from .sampling import sample
 from .schedules import NoiseSchedule, cosine_schedule, linear_schedule, schedule_from_betas
 from .unet import UNet, UNetConfig
 from .training import TrainConfig, load_model, load_pretrained, profile_config, resolve_profile, train
-from . import data, derivations, metrics, plotting
+from . import data, derivations, guidance, metrics, plotting
 
 __version__ = "0.1.0"
 
@@ -63,5 +64,6 @@ __all__ = [
     "data",
     "derivations",
     "metrics",
+    "guidance",
     "plotting",
 ]

@@ -21,6 +21,7 @@ otherwise; the environment variable ``DDPM_TUTOR_PROFILE`` overrides it.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -94,6 +95,9 @@ class TrainConfig:
     sample_every: int = 0  # draw a small grid of samples every this many steps (0: never)
     sample_count: int = 16  # how many images each of those grids holds
     checkpoint_every: int = 500  # write a checkpoint every this many steps (and at the end)
+    # conditional U-Net only (unet.num_classes set): each label is replaced by "no label" with this probability, so
+    # one network learns eps_theta(x_t, c) and eps_theta(x_t, no label) (classifier-free guidance, chapter 12)
+    label_dropout: float = 0.1
     unet: UNetConfig = field(default_factory=UNetConfig)  # the network
 
     def __post_init__(self) -> None:
@@ -125,6 +129,8 @@ class TrainConfig:
             )
         if self.data_limit is not None and (isinstance(self.data_limit, bool) or self.data_limit < 1):
             raise ValueError(f"TrainConfig.data_limit must be None or a positive int, got {self.data_limit!r}")
+        if isinstance(self.label_dropout, bool) or not isinstance(self.label_dropout, (int, float)) or not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"TrainConfig.label_dropout must be a float in [0, 1) (Ho & Salimans: 0.1 or 0.2), got {self.label_dropout!r}")
         if self.unet.T != self.T:
             raise ValueError(
                 f"TrainConfig.T={self.T} but unet.T={self.unet.T}; they must agree (use dataclasses.replace on both)"
@@ -133,6 +139,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["unet"] = self.unet.to_dict()
+        if self.unet.num_classes is None:  # unused without labels: an unconditional run writes the dict it always did
+            del d["label_dropout"]
         return d
 
     @classmethod
@@ -295,24 +303,46 @@ def load_model(
 #: (``python -m ddpm_tutor train --profile gpu --batch-size 512``; README: how it was trained and judged).
 PRETRAINED = Path(__file__).parent / "weights" / "mnist_ddpm.pt"
 
+#: The class-conditional reference (chapter 12): the ``gpu`` profile with ``--conditional --batch-size 512``.
+PRETRAINED_CONDITIONAL = Path(__file__).parent / "weights" / "mnist_ddpm_conditional.pt"
 
-def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule]:
-    """The reference MNIST model shipped in the package, as ``(model, schedule)`` (EMA weights, eval mode).
+#: The names :func:`load_pretrained` accepts, and the command that trains each one.
+PRETRAINED_COMMANDS = {
+    "mnist": "python -m ddpm_tutor train --profile gpu --batch-size 512 --out runs/reference",
+    "mnist-conditional": "python -m ddpm_tutor train --profile gpu --batch-size 512 --conditional --out runs/cond",
+}
 
-    The file's sha256 is checked against ``weights/mnist_ddpm.json`` before loading.
+
+def pretrained_path(name: str = "mnist") -> Path:
+    """The shipped checkpoint file of ``name`` (one of :data:`PRETRAINED_COMMANDS`); it may be missing."""
+    if name not in PRETRAINED_COMMANDS:
+        raise ValueError(
+            f"unknown pretrained model {name!r}; the names are {sorted(PRETRAINED_COMMANDS)} "
+            "(pass the device as device=..., e.g. load_pretrained(device='cuda'))"
+        )
+    return PRETRAINED if name == "mnist" else PRETRAINED_CONDITIONAL
+
+
+def load_pretrained(name: str = "mnist", device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule]:
+    """A reference MNIST model shipped in the package, as ``(model, schedule)`` (EMA weights, eval mode).
+
+    ``name``: ``"mnist"`` (the default: the unconditional reference) or ``"mnist-conditional"`` (the
+    class-conditional one of chapter 12). The file's sha256 is checked against its ``.json`` record before loading.
     """
-    meta_path = PRETRAINED.with_suffix(".json")
-    if not PRETRAINED.is_file() or not meta_path.is_file():
+    path = pretrained_path(name)
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
         raise FileNotFoundError(
-            f"the reference checkpoint {PRETRAINED.name} is missing from the installed package; reinstall ddpm-tutor"
+            f"the reference checkpoint {path.name} ({name!r}) is missing from the installed package; reinstall "
+            f"ddpm-tutor, or train it with `{PRETRAINED_COMMANDS[name]}` and load it with load_model(...)"
         )
     meta = json.loads(meta_path.read_text())
-    digest = hashlib.sha256(PRETRAINED.read_bytes()).hexdigest()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != meta["sha256"]:
         raise ValueError(
-            f"{PRETRAINED.name} has sha256 {digest}, expected {meta['sha256']}: the file is corrupt; reinstall ddpm-tutor"
+            f"{path.name} has sha256 {digest}, expected {meta['sha256']}: the file is corrupt; reinstall ddpm-tutor"
         )
-    model, schedule, _ = load_model(PRETRAINED, which="ema", device=device)
+    model, schedule, _ = load_model(path, which="ema", device=device)
     return model, schedule
 
 
@@ -400,6 +430,29 @@ def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: 
     return data[: config.data_limit] if config.data_limit else data
 
 
+def _training_labels(
+    config: TrainConfig, n: int, data: torch.Tensor | None, labels: torch.Tensor | None, data_root: str | None
+) -> torch.Tensor:
+    """The class of each of the ``n`` training images, for a conditional network (checked against num_classes)."""
+    if labels is None:
+        if data is not None:
+            raise ValueError("a conditional U-Net (unet.num_classes set) needs labels=... (one class per image of data)")
+        from .data import load_mnist
+
+        _, labels = load_mnist("train", root=data_root)
+    if isinstance(labels, torch.Tensor) and config.data_limit:
+        labels = labels[: config.data_limit]  # as _training_images keeps the first data_limit images
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or tuple(labels.shape) != (n,):
+        raise ValueError(
+            f"labels must be an int64 tensor of shape ({n},), one class per training image, got "
+            f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}"
+        )
+    k = config.unet.num_classes
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(f"labels must lie in 0..{k - 1} (unet.num_classes={k}), got [{int(labels.min())}, {int(labels.max())}]")
+    return labels
+
+
 def _start_from(model: UNet, config: TrainConfig, init_from: str | os.PathLike) -> dict[str, Any]:
     """Load the EMA weights of checkpoint ``init_from`` into ``model``; return the record of where they came from."""
     path = PRETRAINED if str(init_from) == "pretrained" else Path(init_from)
@@ -439,6 +492,7 @@ def train(
     progress: bool = True,
     callback: Callable[[int, float], None] | None = None,
     init_from: str | os.PathLike | None = None,
+    labels: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train an epsilon-prediction U-Net with L_simple (Algorithm 1 of Ho et al. 2020).
 
@@ -455,6 +509,8 @@ def train(
             checkpoint) instead of random weights, with a fresh optimiser, learning-rate schedule and EMA.
             Its network and noise schedule must be ``config``'s; a smaller ``lr`` than a run from scratch
             suits it. The run's checkpoints record the source's sha256, step and config (``"init_from"``).
+        labels: int64 ``(N,)`` class of each image of ``data``, for a conditional network (``config.unet.num_classes``
+            set); MNIST's training labels when ``data`` is None. Ignored by an unconditional network.
 
     Raises:
         FloatingPointError: the loss became NaN or inf (the message says what to try).
@@ -470,6 +526,8 @@ def train(
         raise ValueError(f"data has images of shape {tuple(images.shape[1:])}, but the UNetConfig expects "
                          f"({config.unet.in_channels}, {config.unet.image_size}, {config.unet.image_size})")
     schedule = build_schedule(config).to(device)
+    num_classes = config.unet.num_classes
+    classes = _training_labels(config, images.shape[0], data, labels, data_root).to(device) if num_classes else None
 
     torch.manual_seed(config.seed)
     model = UNet(config.unet).to(device)
@@ -535,7 +593,8 @@ def train(
 
         g = torch.Generator(device=device).manual_seed(config.seed)
         shape = (config.sample_count, config.unet.in_channels, config.unet.image_size, config.unet.image_size)
-        x = sample(ema.module, schedule, shape, generator=g, progress=False)
+        shown = torch.arange(config.sample_count, device=device) % num_classes if num_classes else None  # 0, 1, 2, ...
+        x = sample(ema.module, schedule, shape, generator=g, progress=False, labels=shown)
         history["samples"].append((step, x.clamp(-1, 1).cpu()))
 
     def checkpoint(step: int) -> Path | None:
@@ -577,14 +636,19 @@ def train(
         x0 = images[idx].contiguous(memory_format=memory_format)  # (B, C, H, W) in [-1, 1]
         t = torch.randint(0, schedule.T, (config.batch_size,), generator=generator, device=device)
         eps = torch.randn(x0.shape, generator=generator, device=device).contiguous(memory_format=memory_format)
+        net = step_model
+        if classes is not None:  # conditional: each label becomes "no label" (index num_classes) with prob. label_dropout
+            drop = torch.rand(config.batch_size, generator=generator, device=device) < config.label_dropout
+            c = torch.where(drop, num_classes, classes[idx])
+            net = functools.partial(step_model, labels=c)  # eps_theta(x_t, t, c)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             if loss_weights is not None:
-                per_image = simple_loss(step_model, schedule, x0, t=t, noise=eps, reduction="none")
+                per_image = simple_loss(net, schedule, x0, t=t, noise=eps, reduction="none")
                 loss = (per_image * loss_weights[t]).mean()
             else:
-                loss = simple_loss(step_model, schedule, x0, t=t, noise=eps)  # Algorithm 1, line 5
+                loss = simple_loss(net, schedule, x0, t=t, noise=eps)  # Algorithm 1, line 5
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"the loss became {loss.item()} at step {step}: training stopped instead of producing black images. "

@@ -92,7 +92,7 @@ def test_every_proof_holds_and_displays(proofs, name):
 
 def test_all_proofs_in_book_order(proofs):
     names = [p.name for p in proofs.values()]
-    assert len(names) == 7 == len(set(names))
+    assert len(names) == 10 == len(set(names))
     assert list(proofs) == [
         "forward_composition",
         "closed_form_reparameterisation",
@@ -101,6 +101,9 @@ def test_all_proofs_in_book_order(proofs):
         "gaussian_kl",
         "eps_parameterisation",
         "discretised_decoder",
+        "eps_score_relation",
+        "bayes_for_scores",
+        "guidance_conventions",
     ]
 
 

@@ -13,6 +13,9 @@ module                    proofs                                       Ho et al.
 ``kl``                    :func:`gaussian_kl`                          eq. (8)
 ``eps``                   :func:`eps_parameterisation`                 eqs. (10)-(12), (14)
 ``decoder``               :func:`discretised_decoder`                  sec. 3.3, eq. (13)
+``guidance``              :func:`eps_score_relation`,                  Ho & Salimans 2022, eq. (6)
+                          :func:`bayes_for_scores`,
+                          :func:`guidance_conventions`
 ========================  ===========================================  =========================
 
 Symbols follow the paper (t = 1..T): ``sym.beta_t``, ``sym.alpha_t``, ``sym.alpha_bar_t``,
@@ -50,6 +53,7 @@ from .forward import (
     q_sample_expr,
     standard_normal_mgf_by_integration,
 )
+from .guidance import GUIDANCE_NAMES, bayes_for_scores, eps_score_relation, gsym, guidance_conventions, guided_eps_expr
 from .kl import gaussian_kl, gaussian_moments_by_integration, kl_by_integration, kl_normal_expr
 from .posterior import (
     bayes_exponent,
@@ -79,6 +83,9 @@ __all__ = [
     "gaussian_kl",
     "eps_parameterisation",
     "discretised_decoder",
+    "eps_score_relation",
+    "bayes_for_scores",
+    "guidance_conventions",
     # expression builders
     "linear_gaussian_moments",
     "standard_normal_mgf_by_integration",
@@ -104,9 +111,12 @@ __all__ = [
     "bin_centre",
     "bin_edges",
     "bin_probability_expr",
+    "gsym",
+    "GUIDANCE_NAMES",
+    "guided_eps_expr",
 ]
 
-#: The proof functions in the book's order (chapters 1-2, 3, 5, 5, 6, 5/L_0).
+#: The proof functions in the book's order (chapters 1-2, 3, 5, 5, 6, 5/L_0, 12).
 PROOFS = (
     forward_composition,
     closed_form_reparameterisation,
@@ -115,6 +125,9 @@ PROOFS = (
     gaussian_kl,
     eps_parameterisation,
     discretised_decoder,
+    eps_score_relation,
+    bayes_for_scores,
+    guidance_conventions,
 )
 
 

@@ -250,7 +250,7 @@ _TEXT_MACROS = {
     r"\sum": "Σ", r"\int": "∫", r"\propto": "∝", r"\geq": "≥", r"\leq": "≤", r"\ge": "≥", r"\le": "≤",
     r"\neq": "≠", r"\approx": "≈", r"\cdot": "·", r"\times": "×", r"\partial": "∂", r"\to": "→", r"\sim": "~",
     r"\iff": "⇔", r"\pm": "±", r"\mp": "∓", r"\ldots": "…", r"\dots": "…", r"\qquad": "  ", r"\quad": " ", r"\,": " ", r"\;": " ",
-    r"\ ": " ", r"\!": "",
+    r"\ ": " ", r"\!": "", r"\nabla": "∇", r"\varnothing": "∅",
 }
 _TEXT_MACRO_RE = re.compile(
     "|".join(

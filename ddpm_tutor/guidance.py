@@ -11,7 +11,8 @@ eps = -sqrt(1 - alpha_bar_t) * score (``derivations.guidance``), eps_hat follows
 p_t(x) p_t(c | x)^s: the label's likelihood raised to the power s.
 
 :func:`guided` wraps the network into a plain ``eps(xt, t)`` function, so every sampler (which
-only ever calls ``model(xt, t)``) samples with guidance unchanged.
+only ever calls ``model(xt, t)``) samples with guidance unchanged. :func:`sweep` measures what the scale
+does: how often the requested digit is drawn, how confidently, and how varied the drawings of one digit are.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import math
 
 import torch
 
-__all__ = ["guided", "Guided", "with_guidance", "combine", "check_labels"]
+__all__ = [
+    "guided", "Guided", "with_guidance", "combine", "check_labels",
+    "sweep", "class_diversity", "classifier_outputs", "SWEEP_SCALES",
+]
 
 
 def combine(eps_c: torch.Tensor, eps_u: torch.Tensor, scale: float) -> torch.Tensor:
@@ -118,3 +122,104 @@ def with_guidance(model: Callable[..., torch.Tensor], labels: torch.Tensor | Non
     if isinstance(labels, torch.Tensor) and labels.dim() == 1 and labels.shape[0] != batch:
         raise ValueError(f"labels must hold one class per sample: shape ({batch},), got {tuple(labels.shape)}")
     return guided(model, labels, scale)
+
+
+# ----------------------------------------------------------------------------- measuring guidance
+
+#: The guidance scales of chapter 12's sweep (s = 0: unconditional, s = 1: conditional).
+SWEEP_SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
+
+
+@torch.no_grad()
+def classifier_outputs(images: torch.Tensor, classifier=None, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probs, features)`` of the shipped MNIST classifier: softmax ``(N, 10)`` and the penultimate layer
+    ``relu(fc1(...))``, ``(N, hidden)``, the feature space in which within-class diversity is measured."""
+    import torch.nn.functional as F
+
+    from .metrics import load_classifier
+
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() != 4:
+        raise TypeError(f"images must be float model-range images (N, 1, 28, 28), got {getattr(images, 'shape', images)}")
+    classifier = load_classifier(images.device) if classifier is None else classifier
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    probs, feats = [], []
+    for chunk in images.split(batch_size):
+        x = chunk.to(device=device, dtype=torch.float32).clamp(-1.0, 1.0)
+        h = F.max_pool2d(F.relu(classifier.conv1(x)), 2)
+        h = F.max_pool2d(F.relu(classifier.conv2(h)), 2)
+        f = F.relu(classifier.fc1(h.flatten(1)))  # (b, hidden)
+        feats.append(f.cpu())
+        probs.append(F.softmax(classifier.fc2(f), dim=1).cpu())  # (b, 10)
+    return torch.cat(probs), torch.cat(feats)
+
+
+def class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Within-class diversity: the mean Euclidean distance between two different samples of one class,
+    averaged over the classes that hold at least two samples (NaN if none does).
+
+    Guidance that is too strong draws the same few prototypes of each digit: this number falls.
+    """
+    if features.dim() != 2 or labels.shape != (features.shape[0],):
+        raise ValueError(f"features must be (N, d) and labels (N,), got {tuple(features.shape)} and {tuple(labels.shape)}")
+    means = [torch.pdist(features[labels == c].double()).mean() for c in labels.unique() if (labels == c).sum() >= 2]
+    return float(torch.stack(means).mean()) if means else float("nan")
+
+
+def _fid(features: torch.Tensor) -> float | None:
+    """FID against the MNIST test set in the classifier's features, where the package's evaluation module
+    provides it (None otherwise)."""
+    try:
+        from .evaluation import fid_from_features  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return float(fid_from_features(features.double()))
+
+
+def sweep(
+    model: torch.nn.Module,
+    schedule,
+    scales=SWEEP_SCALES,
+    per_class: int = 100,
+    seed: int = 0,
+    threshold: float = 0.9,
+    progress: bool = True,
+    **sample_kwargs,
+) -> list[dict]:
+    """Sample ``per_class`` images of every class at each guidance scale and measure them.
+
+    Every scale starts from the same noise (a generator seeded with ``seed``), so the scales differ only by
+    s. Labels are 0, 1, ..., K-1, 0, 1, ... (K = ``model.config.num_classes``). ``sample_kwargs`` go to
+    :func:`ddpm_tutor.sample` (``device``, ``batch_size``, and ``sampler``/``steps`` where it has them).
+
+    Returns one dict per scale: ``scale``, ``n``, ``requested_fraction`` (classified as the requested digit),
+    ``confident_fraction`` (max softmax > ``threshold``), ``confident_requested_fraction`` (both),
+    ``diversity`` (:func:`class_diversity` of the classifier's features, grouped by requested digit),
+    ``per_digit`` (requested fraction per digit) and ``fid`` (None where unavailable).
+    """
+    from .sampling import sample
+
+    k = _num_classes(model)
+    n = k * per_class
+    labels = torch.arange(n) % k
+    cfg = model.config
+    device = sample_kwargs.get("device") or next(model.parameters()).device
+    records = []
+    for s in scales:
+        g = torch.Generator(device=device).manual_seed(seed)
+        x = sample(model, schedule, (n, cfg.in_channels, cfg.image_size, cfg.image_size), generator=g,
+                   labels=labels, guidance=float(s), progress=progress, **sample_kwargs).cpu()
+        probs, feats = classifier_outputs(x)
+        max_probs, pred = probs.max(dim=1)
+        hit, confident = pred == labels, max_probs > threshold
+        records.append({
+            "scale": float(s),
+            "n": n,
+            "requested_fraction": hit.double().mean().item(),
+            "confident_fraction": confident.double().mean().item(),
+            "confident_requested_fraction": (hit & confident).double().mean().item(),
+            "diversity": class_diversity(feats, labels),
+            "per_digit": [hit[labels == c].double().mean().item() for c in range(k)],
+            "fid": _fid(feats),
+        })
+    return records

@@ -1,5 +1,6 @@
 """Class-conditional U-Net, label dropout and classifier-free guidance (tiny configurations, seconds)."""
 
+import inspect
 import json
 from dataclasses import replace
 
@@ -279,3 +280,40 @@ def test_cli_trains_and_samples_a_conditional_model(tmp_path, monkeypatch, capsy
         main(["sample", "--checkpoint", "pretrained", "--labels", "7", "--out", str(out)])
     with pytest.raises(SystemExit, match="unknown pretrained model 'cifar'"):
         main(["sample", "--checkpoint", "pretrained:cifar", "--out", str(out)])
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def test_class_diversity():
+    from ddpm_tutor.guidance import class_diversity
+
+    f = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0], [1.0, 0.0], [9.0, 9.0]])
+    labels = torch.tensor([0, 0, 1, 1, 2])  # class 0: distance 5; class 1: identical (0); class 2: one sample
+    assert class_diversity(f, labels) == pytest.approx(2.5)
+    assert class_diversity(f[:1], labels[:1]) != class_diversity(f[:1], labels[:1])  # NaN: no pair anywhere
+
+
+def test_guidance_sweep_script_writes_its_record(tmp_path, data):
+    import importlib.util
+    from pathlib import Path
+
+    images, labels = data
+    tr.train(replace(COND, steps=2), data=images, labels=labels, out_dir=tmp_path / "run", progress=False)
+    spec = importlib.util.spec_from_file_location("guidance_sweep", Path(__file__).parents[1] / "scripts" / "guidance_sweep.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "records" / "guidance.json"
+    argv = ["--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--scales", "0,3", "--per-class", "2",
+            "--device", "cpu", "--out", str(out)]
+    assert script.main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["command"].startswith("python scripts/guidance_sweep.py --checkpoint")
+    assert [r["scale"] for r in record["scales"]] == [0.0, 3.0] and record["steps"] == 50
+    for r in record["scales"]:
+        assert r["n"] == 20 and 0 <= r["requested_fraction"] <= 1 and len(r["per_digit"]) == 10
+        assert r["diversity"] >= 0  # NaN (no pair of one digit) would fail; 2 steps of training may draw copies
+    assert record["train_config"]["label_dropout"] == 0.1
+    if "sampler" not in inspect.signature(dt.sample).parameters:  # Algorithm 2 only: --sampler is refused
+        with pytest.raises(SystemExit):
+            script.main(argv[:-2] + ["--sampler", "ddim", "--out", str(out)])

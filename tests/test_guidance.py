@@ -317,3 +317,15 @@ def test_guidance_sweep_script_writes_its_record(tmp_path, data):
     if "sampler" not in inspect.signature(dt.sample).parameters:  # Algorithm 2 only: --sampler is refused
         with pytest.raises(SystemExit):
             script.main(argv[:-2] + ["--sampler", "ddim", "--out", str(out)])
+
+
+@pytest.mark.skipif(not tr.PRETRAINED_CONDITIONAL.is_file(), reason="the conditional reference is not shipped yet")
+def test_conditional_reference_is_the_gpu_profile_at_batch_512():
+    """The shipped conditional checkpoint is the run its record names, and its hash matches."""
+    ckpt = torch.load(tr.PRETRAINED_CONDITIONAL, weights_only=True)
+    meta = json.loads(tr.PRETRAINED_CONDITIONAL.with_suffix(".json").read_text())
+    gpu = tr.profile_config("gpu")
+    assert ckpt["train_config"] == replace(gpu, batch_size=512, unet=replace(gpu.unet, num_classes=10)).to_dict()
+    assert ckpt["step"] == meta["step"] == gpu.steps and "--conditional" in meta["command"]
+    model, _ = dt.load_pretrained("mnist-conditional")
+    assert model.config.num_classes == 10

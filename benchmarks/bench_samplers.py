@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     nfes = [int(v) for v in args.nfe.split(",") if v]
 
     device = torch.device(args.device)
-    model, schedule = dt.load_pretrained(device)
+    model, schedule = dt.load_pretrained(device=device)
     shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
     runs = _runs(samplers, nfes, schedule.T, not args.no_ode_limit)
     record = {

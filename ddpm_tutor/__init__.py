@@ -21,6 +21,7 @@ module                 what it holds                                    chapter
 ``metrics``            the MNIST classifier that judges samples         8
 ``evaluation``         FID, KID, precision/recall, memorisation         10
                        (``import ddpm_tutor.evaluation``: torchmetrics)
+``guidance``           guided (classifier-free guidance)                12
 =====================  ===============================================  =========
 
 Index convention, stated once: code step ``t = 0..T-1`` is the paper's step ``t + 1 = 1..T``.
@@ -36,7 +37,7 @@ from .unet import UNet, UNetConfig
 from .config import TrainConfig, profile_config, resolve_profile
 from .checkpoints import load_model, load_pretrained
 from .training import train
-from . import data, metrics, plotting, records, samplers
+from . import data, guidance, metrics, plotting, records, samplers
 
 
 def _version() -> str:
@@ -97,6 +98,7 @@ __all__ = [
     "data",
     "derivations",
     "metrics",
+    "guidance",
     "plotting",
     "records",
 ]

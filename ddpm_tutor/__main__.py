@@ -38,7 +38,10 @@ def train_config(args: argparse.Namespace):
     # the explicit options are shorthands for --set; --set comes last, so it wins
     shorthands = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "lr": args.lr,
                   "compile": args.compile, "loss_weighting": args.loss_weighting, "min_snr_gamma": args.min_snr_gamma,
-                  "T": args.T, "unet.channels": ",".join(map(str, args.channels)) if args.channels else None}
+                  "label_dropout": args.label_dropout, "T": args.T,
+                  "unet.channels": ",".join(map(str, args.channels)) if args.channels else None,
+                  # a class-conditional U-Net for classifier-free guidance (chapter 12)
+                  "unet.num_classes": 10 if args.conditional else None}
     settings = [f"{k}={v}" for k, v in shorthands.items() if v is not None] + list(args.set or [])
     try:  # the configs validate every field; their messages name it
         config, changed = apply_overrides(base, settings)
@@ -78,21 +81,38 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .checkpoints import load_model, load_pretrained
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.checkpoint == "pretrained":
-        model, schedule = load_pretrained(device)
-    else:
-        model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+    try:
+        if args.checkpoint == "pretrained" or args.checkpoint.startswith("pretrained:"):
+            model, schedule = load_pretrained(args.checkpoint.partition(":")[2] or "mnist", device=device)
+        else:
+            model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"sample: {err}") from None
+    num_classes = model.config.num_classes
+    if args.labels is not None and num_classes is None:
+        raise SystemExit("sample: --labels needs a class-conditional checkpoint (trained with `train --conditional`)")
+    if args.labels is None and args.guidance != 1.0:
+        raise SystemExit("sample: --guidance needs --labels (the digits to draw), e.g. --labels 0123456789")
+    if args.labels is not None and max(args.labels) >= num_classes:
+        raise SystemExit(f"sample: --labels must be digits 0..{num_classes - 1}, got {''.join(map(str, args.labels))}")
+    if args.guidance < 0:
+        raise SystemExit(f"sample: --guidance must be >= 0 (0 unconditional, 1 conditional, > 1 guided), got {args.guidance}")
+    n = args.n if args.n is not None else (len(args.labels) if args.labels is not None else 64)
+    labels = None
+    if args.labels is not None:  # the digits repeat until there are n of them: 0123456789 0123456789 ...
+        labels = torch.tensor([args.labels[i % len(args.labels)] for i in range(n)], dtype=torch.long)
+    args.n = n
     generator = torch.Generator(device=device).manual_seed(args.seed)
     shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
     batch = min(args.batch_size or args.n, args.n)
     start = time.perf_counter()
     try:  # the sampler's options are validated there; the messages name the option
         x = sample(model, schedule, shape, sampler=args.sampler, steps=args.steps, eta=args.eta, generator=generator,
-                   variance=args.variance, batch_size=batch)
+                   variance=args.variance, batch_size=batch, labels=labels, guidance=args.guidance)
     except ValueError as err:
         raise SystemExit(f"sample: {err}") from None
     seconds = time.perf_counter() - start
-    path = save_image_grid(x, args.out)
+    path = save_image_grid(x, args.out, nrow=len(args.labels) if args.labels is not None else None)
     batches = f", in batches of {batch}" if batch < args.n else ""
     nfe = args.steps or schedule.T
     print(f"wrote {args.n} samples to {path} ({args.sampler}, {args.n} x {nfe} network evaluations in {seconds:.0f} s "
@@ -102,11 +122,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
         quality = sample_quality(x)
         print(quality)
+        if labels is not None:
+            print(f"classified as the requested digit: {(quality.predictions == labels).double().mean().item():.1%}")
         print("target (>= 90% confident, every digit >= 5%):", "met" if quality.passes() else "NOT met")
         if args.quality_json:
             record = {
                 **quality.to_dict(),
                 "checkpoint": args.checkpoint,
+                **({"labels": "".join(map(str, args.labels)), "guidance": args.guidance,
+                    "requested_fraction": (quality.predictions == labels).double().mean().item()} if labels is not None else {}),
                 "weights": "raw" if args.raw else "ema",
                 "sampler": args.sampler,
                 "steps": nfe,
@@ -133,7 +157,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .evaluation import evaluate
     from .sampling import sample
-    from .training import load_model, load_pretrained
+    from .checkpoints import load_model, load_pretrained
 
     json_path = Path(args.json) if args.json else None
     if json_path is not None and not json_path.parent.is_dir():  # fail now, not after minutes of sampling
@@ -145,7 +169,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit(f"evaluate: this version's sample() has no {', '.join('--' + m for m in missing)} option; leave it out")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.checkpoint == "pretrained":
-        model, schedule = load_pretrained(device)
+        model, schedule = load_pretrained(device=device)
     else:
         model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -208,6 +232,12 @@ def _channels(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"must be comma-separated integers such as 16,64,128, got {text!r}") from None
 
 
+def _digits(text: str) -> tuple[int, ...]:
+    if not text or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a string of digits such as 0123456789 or 7, got {text!r}")
+    return tuple(int(c) for c in text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ddpm_tutor",
@@ -250,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="set any TrainConfig field, or a UNetConfig field as unet.FIELD (repeatable), e.g. "
                     "--set ema_decay=0.9995 --set schedule=cosine --set unet.channels=16,64,128; T sets "
                     "unet.T too. Applied after the options above; the configs check every value")
+    tr.add_argument("--conditional", action="store_true",
+                    help="train a class-conditional U-Net (unet.num_classes=10) with label dropout, for classifier-free "
+                    "guidance: `sample --labels 0123456789 --guidance 3` (chapter 12)")
+    tr.add_argument("--label-dropout", type=float, default=None,
+                    help="with --conditional: the probability of replacing a label by 'no label' (default 0.1)")
     tr.add_argument("--data", default=None,
                     help="folder with the MNIST IDX files (default: $DDPM_TUTOR_DATA, else download to the user cache)")
     tr.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda if available)")
@@ -267,8 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
         "with all T steps of Algorithm 2 (the default) or a faster sampler in --steps network evaluations.",
     )
     sa.add_argument("--checkpoint", required=True,
-                    help="a checkpoint.pt written by `train`, or 'pretrained' for the reference model shipped in the package")
-    sa.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
+                    help="a checkpoint.pt written by `train`, or 'pretrained' for the reference model shipped in the package "
+                    "('pretrained:mnist-conditional' for the class-conditional one)")
+    sa.add_argument("--n", type=_positive_int, default=None,
+                    help="number of samples (default 64, or the number of --labels)")
+    sa.add_argument("--labels", type=_digits, default=None, metavar="DIGITS",
+                    help="class-conditional checkpoints only: the digits to draw, as one string, e.g. 0123456789; they "
+                    "repeat to fill --n (0123456789 0123456789 ...), and the grid has one column per digit")
+    sa.add_argument("--guidance", type=float, default=1.0, metavar="S",
+                    help="classifier-free guidance scale s with --labels: eps_u + s (eps_c - eps_u); 0 unconditional, "
+                    "1 conditional (default), above 1 guided, e.g. 3")
     sa.add_argument("--out", default="samples.png", help="PNG file to write (default samples.png)")
     sa.add_argument("--seed", type=int, default=0, help="seed of the sampler's generator (default 0)")
     sa.add_argument("--batch-size", type=_positive_int, default=None,

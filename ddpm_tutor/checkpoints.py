@@ -23,6 +23,9 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointMismatchError",
     "PRETRAINED",
+    "PRETRAINED_CONDITIONAL",
+    "PRETRAINED_COMMANDS",
+    "pretrained_path",
     "save_checkpoint",
     "load_checkpoint",
     "load_weights",
@@ -37,6 +40,25 @@ CHECKPOINT_FORMAT = 1
 #: The reference checkpoint shipped with the package: the ``gpu`` profile with batch 512
 #: (``python -m ddpm_tutor train --profile gpu --batch-size 512``; README: how it was trained and judged).
 PRETRAINED = Path(__file__).parent / "weights" / "mnist_ddpm.pt"
+
+#: The class-conditional reference (chapter 12): the ``cpu`` profile with ``--conditional``.
+PRETRAINED_CONDITIONAL = Path(__file__).parent / "weights" / "mnist_ddpm_conditional.pt"
+
+#: The names :func:`load_pretrained` accepts, and the command that trains each one.
+PRETRAINED_COMMANDS = {
+    "mnist": "python -m ddpm_tutor train --profile gpu --batch-size 512 --out runs/reference",
+    "mnist-conditional": "python -m ddpm_tutor train --profile cpu --conditional --out runs/cond",
+}
+
+
+def pretrained_path(name: str = "mnist") -> Path:
+    """The shipped checkpoint file of ``name`` (one of :data:`PRETRAINED_COMMANDS`); it may be missing."""
+    if name not in PRETRAINED_COMMANDS:
+        raise ValueError(
+            f"unknown pretrained model {name!r}; the names are {sorted(PRETRAINED_COMMANDS)} "
+            "(pass the device as device=..., e.g. load_pretrained(device='cuda'))"
+        )
+    return PRETRAINED if name == "mnist" else PRETRAINED_CONDITIONAL
 
 
 class CheckpointMismatchError(ValueError):
@@ -103,17 +125,24 @@ def _model_from(ckpt: dict[str, Any], which: str, device: str | torch.device) ->
     return model.to(device, memory_format=memory_format(config)).eval(), build_schedule(config)
 
 
-def _verified_pretrained_checkpoint() -> dict[str, Any]:
-    """The reference checkpoint's dict, read only after its sha256 matched ``weights/mnist_ddpm.json``."""
-    return load_verified(PRETRAINED, PRETRAINED.with_suffix(".json"), load_checkpoint, fix="reinstall ddpm-tutor")
+def _verified_pretrained_checkpoint(name: str = "mnist") -> dict[str, Any]:
+    """A reference checkpoint's dict, read only after its sha256 matched its ``.json`` record."""
+    path = pretrained_path(name)
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise FileNotFoundError(
+            f"the reference checkpoint {path.name} ({name!r}) is missing from the installed package; reinstall "
+            f"ddpm-tutor, or train it with `{PRETRAINED_COMMANDS[name]}` and load it with load_model(...)"
+        )
+    return load_verified(path, path.with_suffix(".json"), load_checkpoint, fix="reinstall ddpm-tutor")
 
 
-def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule]:
-    """The reference MNIST model shipped in the package, as ``(model, schedule)`` (EMA weights, eval mode).
+def load_pretrained(name: str = "mnist", device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule]:
+    """A reference MNIST model shipped in the package, as ``(model, schedule)`` (EMA weights, eval mode).
 
-    The file's sha256 is checked against ``weights/mnist_ddpm.json`` before loading.
+    ``name``: ``"mnist"`` (the default: the unconditional reference) or ``"mnist-conditional"`` (the
+    class-conditional one of chapter 12). The file's sha256 is checked against its ``.json`` record before loading.
     """
-    return _model_from(_verified_pretrained_checkpoint(), "ema", device)
+    return _model_from(_verified_pretrained_checkpoint(name), "ema", device)
 
 
 def load_init_weights(model: UNet, config: TrainConfig, init_from: str | os.PathLike) -> dict[str, Any]:

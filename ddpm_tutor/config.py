@@ -62,6 +62,9 @@ class TrainConfig:
     sample_every: int = 0  # draw a small grid of samples every this many steps (0: never)
     sample_count: int = 16  # how many images each of those grids holds
     checkpoint_every: int = 500  # write a checkpoint every this many steps (and at the end)
+    # conditional U-Net only (unet.num_classes set): each label is replaced by "no label" with this probability, so
+    # one network learns eps_theta(x_t, c) and eps_theta(x_t, no label) (classifier-free guidance, chapter 12)
+    label_dropout: float = 0.1
     unet: UNetConfig = field(default_factory=UNetConfig)  # the network
 
     def __post_init__(self) -> None:
@@ -93,6 +96,8 @@ class TrainConfig:
             )
         if self.data_limit is not None and (isinstance(self.data_limit, bool) or self.data_limit < 1):
             raise ValueError(f"TrainConfig.data_limit must be None or a positive int, got {self.data_limit!r}")
+        if isinstance(self.label_dropout, bool) or not isinstance(self.label_dropout, (int, float)) or not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"TrainConfig.label_dropout must be a float in [0, 1) (Ho & Salimans: 0.1 or 0.2), got {self.label_dropout!r}")
         if self.unet.T != self.T:
             raise ValueError(
                 f"TrainConfig.T={self.T} but unet.T={self.unet.T}; they must agree (use dataclasses.replace on both)"
@@ -101,6 +106,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["unet"] = self.unet.to_dict()
+        if self.unet.num_classes is None:  # unused without labels: an unconditional run writes the dict it always did
+            del d["label_dropout"]
         return d
 
     @classmethod

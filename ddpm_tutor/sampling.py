@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from ._tensor import check_choice
+from .guidance import with_guidance
 from .reverse import VARIANCES
 from .samplers import SAMPLER_FUNCTIONS, SAMPLERS, Callback, trailing_timesteps
 from .schedules import NoiseSchedule
@@ -59,6 +60,8 @@ def sample(
     clip_x0: bool = False,
     device: torch.device | str | None = None,
     batch_size: int | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Draw x_T ~ N(0, I) and denoise it with ``sampler`` in ``steps`` network evaluations.
 
@@ -83,6 +86,8 @@ def sample(
         batch_size: draw the ``B`` samples this many at a time (default: all at once), one batch after the
             other from the same ``generator``; this bounds the memory, and other batch sizes draw other
             images from the same seed. ``callback`` and the progress bar then run once per batch.
+        labels: for a class-conditional model: int64 ``(B,)``, the class each sample should show (None: no label).
+        guidance: classifier-free guidance scale s (chapter 12): eps_u + s (eps_c - eps_u); 1 is plain conditional.
 
     Returns:
         ``(B, C, H, W)`` float32 tensor x_0, in the model's data range (about [-1, 1]).
@@ -98,13 +103,15 @@ def sample(
         raise ValueError(f"shape must be (B, C, H, W) with positive sizes, got {shape}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    eps_model = with_guidance(model, labels, guidance, shape[0])  # classifier-free guidance (chapter 12)
     if batch_size is not None and batch_size < shape[0]:
         return torch.cat([
             sample(model, schedule, (min(batch_size, shape[0] - i), *shape[1:]), sampler=sampler, steps=steps, eta=eta,
                    generator=generator, callback=callback, progress=progress, variance=variance, clip_x0=clip_x0,
-                   device=device)
+                   device=device, labels=None if labels is None else labels[i : i + batch_size], guidance=guidance)
             for i in range(0, shape[0], batch_size)
         ])
+    model = eps_model  # from here on the sampler only calls model(xt, t)
     device = torch.device(device) if device is not None else _model_device(model)
     schedule = schedule.to(device)
     timesteps = trailing_timesteps(schedule.T, schedule.T if steps is None else steps)

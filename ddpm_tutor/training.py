@@ -18,6 +18,7 @@ for the CPU), and :func:`_checkpoint` (an atomic checkpoint). The run's settings
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import time
@@ -125,6 +126,7 @@ def train(
     device: str | torch.device | None = None,
     progress: bool = True,
     init_from: str | os.PathLike | None = None,
+    labels: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train an epsilon-prediction U-Net with L_simple (Algorithm 1 of Ho et al. 2020).
 
@@ -140,6 +142,8 @@ def train(
             checkpoint) instead of random weights, with a fresh optimiser, learning-rate schedule and EMA.
             Its network and noise schedule must be ``config``'s; a smaller ``lr`` than a run from scratch
             suits it. The run's checkpoints record the source's sha256, step and config (``"init_from"``).
+        labels: int64 ``(N,)`` class of each image of ``data``, for a conditional network (``config.unet.num_classes``
+            set); MNIST's training labels when ``data`` is None. Ignored by an unconditional network.
 
     Raises:
         FloatingPointError: the loss became NaN or inf (checked every ``log_every`` steps and before every
@@ -152,6 +156,7 @@ def train(
         raise TypeError(f"config must be a TrainConfig or a profile name, got {type(config).__name__}")
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     images = _training_images(config, data, data_root).to(device)
+    classes = _training_labels(config, images.shape[0], data, labels, data_root).to(device) if config.unet.num_classes else None
     schedule = build_schedule(config).to(device)
     run = _new_run(config, device, init_from)
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
@@ -174,8 +179,8 @@ def train(
     bar = tqdm(range(run.start_step, config.steps), desc=f"training ({config.profile})", disable=not progress,
                initial=run.start_step, total=config.steps)
     for step in bar:
-        x0, t, eps = _draw_batch(images, schedule.T, config, step, generator)  # Algorithm 1, lines 2-4
-        loss = _optimisation_step(run, step_model, schedule, x0, t, eps, config, step, loss_weights, amp_dtype)  # line 5
+        x0, t, eps, c = _draw_batch(images, classes, schedule.T, config, step, generator)  # Algorithm 1, lines 2-4
+        loss = _optimisation_step(run, step_model, schedule, x0, t, eps, c, config, step, loss_weights, amp_dtype)  # line 5
         run.ema.update(run.model)
         pending.append(loss)
         done = step + 1
@@ -203,9 +208,11 @@ def train(
 
 
 def _draw_batch(
-    images: torch.Tensor, T: int, config: TrainConfig, step: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Algorithm 1, lines 2-4: ``x0 ~ q(x0)``, ``t ~ Uniform`` (code steps 0..T-1), ``eps ~ N(0, I)``.
+    images: torch.Tensor, classes: torch.Tensor | None, T: int, config: TrainConfig, step: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Algorithm 1, lines 2-4: ``x0 ~ q(x0)``, ``t ~ Uniform`` (code steps 0..T-1), ``eps ~ N(0, I)``; for a
+    conditional network also ``x0``'s label ``c``, replaced by "no label" (index ``num_classes``) with probability
+    ``config.label_dropout`` (classifier-free guidance, chapter 12), else ``c`` is None.
 
     Each step's draw depends only on ``(config.seed, step)``, so a resumed run draws what an uninterrupted one would.
     """
@@ -215,23 +222,29 @@ def _draw_batch(
     x0 = images[idx].contiguous(memory_format=layout)  # (B, C, H, W) in [-1, 1]
     t = torch.randint(0, T, (config.batch_size,), generator=generator, device=device)  # (B,) int64
     eps = torch.randn(x0.shape, generator=generator, device=device).contiguous(memory_format=layout)
-    return x0, t, eps
+    if classes is None:
+        return x0, t, eps, None
+    drop = torch.rand(config.batch_size, generator=generator, device=device) < config.label_dropout
+    c = torch.where(drop, config.unet.num_classes, classes[idx])  # (B,) int64
+    return x0, t, eps, c
 
 
 def _optimisation_step(
     run: _Run, step_model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor,
-    eps: torch.Tensor, config: TrainConfig, step: int, loss_weights: torch.Tensor | None, amp_dtype: torch.dtype | None,
+    eps: torch.Tensor, c: torch.Tensor | None, config: TrainConfig, step: int, loss_weights: torch.Tensor | None,
+    amp_dtype: torch.dtype | None,
 ) -> torch.Tensor:
     """Algorithm 1, line 5: one AdamW step on L_simple (min-SNR weighted if asked), with the learning-rate
     schedule, mixed precision and gradient clipping. Returns the loss as a detached 0-dim tensor (no sync)."""
     for group in run.optimizer.param_groups:
         group["lr"] = learning_rate(config, step)
+    eps_theta = step_model if c is None else functools.partial(step_model, labels=c)  # eps_theta(x_t, t[, c])
     with torch.autocast(x0.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         if loss_weights is not None:
-            per_image = simple_loss(step_model, schedule, x0, t=t, noise=eps, reduction="none")
+            per_image = simple_loss(eps_theta, schedule, x0, t=t, noise=eps, reduction="none")
             loss = (per_image * loss_weights[t]).mean()
         else:
-            loss = simple_loss(step_model, schedule, x0, t=t, noise=eps)
+            loss = simple_loss(eps_theta, schedule, x0, t=t, noise=eps)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if config.grad_clip > 0:
@@ -282,7 +295,9 @@ def _snapshot(run: _Run, schedule: NoiseSchedule, config: TrainConfig, done: int
 
     g = torch.Generator(device=device).manual_seed(config.seed)
     shape = (config.sample_count, config.unet.in_channels, config.unet.image_size, config.unet.image_size)
-    x = sample(run.ema.module, schedule, shape, generator=g, progress=False)
+    k = config.unet.num_classes
+    shown = torch.arange(config.sample_count, device=device) % k if k else None  # a conditional run shows 0, 1, 2, ...
+    x = sample(run.ema.module, schedule, shape, generator=g, progress=False, labels=shown)
     run.history["samples"].append((done, x.clamp(-1, 1).cpu()))
     run.model.train()
 
@@ -395,6 +410,29 @@ def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | 
     if config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
+
+
+def _training_labels(
+    config: TrainConfig, n: int, data: torch.Tensor | None, labels: torch.Tensor | None, data_root: str | None
+) -> torch.Tensor:
+    """The class of each of the ``n`` training images, for a conditional network (checked against num_classes)."""
+    if labels is None:
+        if data is not None:
+            raise ValueError("a conditional U-Net (unet.num_classes set) needs labels=... (one class per image of data)")
+        from .data import load_mnist
+
+        _, labels = load_mnist("train", root=data_root)
+    if isinstance(labels, torch.Tensor) and config.data_limit:
+        labels = labels[: config.data_limit]  # as _training_images keeps the first data_limit images
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or tuple(labels.shape) != (n,):
+        raise ValueError(
+            f"labels must be an int64 tensor of shape ({n},), one class per training image, got "
+            f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}"
+        )
+    k = config.unet.num_classes
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(f"labels must lie in 0..{k - 1} (unet.num_classes={k}), got [{int(labels.min())}, {int(labels.max())}]")
+    return labels
 
 
 def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: str | None) -> torch.Tensor:

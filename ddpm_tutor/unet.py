@@ -67,6 +67,9 @@ class UNetConfig:
     dropout: float = 0.0  # dropout in residual blocks (Ho et al. 2020: 0.1 on CIFAR-10); 0.1 costs ~10% on a CPU
     scale_shift: bool = True  # time embedding gives a scale and shift after the 2nd norm (FiLM) instead of a plain add
     T: int = 1000  # number of diffusion steps; t must lie in 0..T-1 (code step t = paper step t+1)
+    # class-conditional eps_theta(x_t, t, c) when set: classes 0..num_classes-1, and index num_classes is the
+    # "no label" token (c = empty set) that classifier-free guidance needs (Ho & Salimans 2022); None: unconditional
+    num_classes: int | None = None
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON) and an int for num_res_blocks (the same at every resolution); store tuples,
@@ -116,10 +119,24 @@ class UNetConfig:
             raise ValueError(f"UNetConfig.dropout must be a float in [0, 1), got {self.dropout!r}")
         if not isinstance(self.scale_shift, bool):
             raise TypeError(f"UNetConfig.scale_shift must be a bool, got {type(self.scale_shift).__name__}")
+        if self.num_classes is not None and (
+            isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1
+        ):
+            raise ValueError(
+                f"UNetConfig.num_classes must be None (unconditional) or a positive int (10 for MNIST digits), "
+                f"got {self.num_classes!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-friendly dict (tuples become lists); ``UNetConfig.from_dict`` inverts it."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        """Plain JSON-friendly dict (tuples become lists); ``UNetConfig.from_dict`` inverts it.
+
+        ``num_classes`` appears only when set, so an unconditional config writes the same dict as before
+        conditioning existed (and its checkpoints compare equal field by field).
+        """
+        d = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        if d["num_classes"] is None:
+            del d["num_classes"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UNetConfig":
@@ -245,7 +262,8 @@ class UNet(nn.Module):
                                               \ down           / up
                                       (B,128,7,7) res -> attention -> res
 
-    Every residual block also receives the timestep embedding. The output
+    Every residual block also receives the timestep embedding (plus, for a conditional network with
+    ``config.num_classes`` set, a learned class embedding: ``model(xt, t, labels)``). The output
     convolution starts at zero, so an untrained model predicts eps = 0.
     Works with ``model.to(memory_format=torch.channels_last)``, which is faster on CPUs.
     """
@@ -284,6 +302,18 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # the untrained network predicts eps = 0
         nn.init.zeros_(self.conv_out.bias)
 
+        # Class conditioning: a learned vector per class, plus one for "no label" (index num_classes), added to
+        # the time embedding, so every residual block sees (t, c). Built last, so that with the same seed every
+        # other weight starts as in the unconditional network; small, so that c starts as a gentle nudge.
+        if cfg.num_classes is not None:
+            self.class_embed = nn.Embedding(cfg.num_classes + 1, E)
+            nn.init.normal_(self.class_embed.weight, std=0.02)
+
+    @property
+    def null_label(self) -> int | None:
+        """The "no label" index (``num_classes``) of a conditional network; None for an unconditional one."""
+        return self.config.num_classes
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (all, or only those with ``requires_grad``)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
@@ -313,11 +343,44 @@ class UNet(nn.Module):
                 f"got values in [{int(t.min())}, {int(t.max())}]"
             )
 
-    def forward(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Return eps_theta(xt, t), shape ``(B, out_channels, H, W)``, same dtype as ``xt``."""
+    def _check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
+        k = self.config.num_classes
+        if k is None:
+            if labels is not None:
+                raise ValueError(
+                    "labels were given to an unconditional U-Net (UNetConfig.num_classes is None); pass labels=None, "
+                    "or train a conditional model (UNetConfig(num_classes=10), `train --conditional`)"
+                )
+            return
+        if labels is None:
+            return
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.long tensor of shape (B,), got {type(labels).__name__}")
+        if labels.dtype != torch.long:
+            raise TypeError(f"labels must be class indices as torch.long (int64), got dtype {labels.dtype}; use labels.long()")
+        if labels.dim() != 1 or labels.shape[0] != batch:
+            raise ValueError(f"labels must have shape (B,) = ({batch},), one class per image of xt, got {tuple(labels.shape)}")
+        if not torch.compiler.is_compiling() and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > k):
+            raise ValueError(
+                f"labels must lie in 0..{k} (classes 0..{k - 1}, and {k} for 'no label'), "
+                f"got values in [{int(labels.min())}, {int(labels.max())}]"
+            )
+
+    def forward(self, xt: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Return eps_theta(xt, t) (or eps_theta(xt, t, labels)), shape ``(B, out_channels, H, W)``, ``xt``'s dtype.
+
+        ``labels``: only for a conditional network (``config.num_classes`` set): int64 ``(B,)`` in
+        ``0..num_classes``, where ``num_classes`` means "no label"; None gives every image "no label".
+        """
         self._check_inputs(xt, t)
+        self._check_labels(labels, xt.shape[0])
         cfg = self.config
-        emb = F.silu(self.time_mlp(timestep_embedding(t, cfg.time_embed_dim).to(xt.dtype)))  # (B, E)
+        emb = self.time_mlp(timestep_embedding(t, cfg.time_embed_dim).to(xt.dtype))  # (B, E)
+        if cfg.num_classes is not None:
+            if labels is None:
+                labels = torch.full_like(t, cfg.num_classes)  # "no label" for every image
+            emb = emb + self.class_embed(labels).to(emb.dtype)  # (B, E): time and class, one embedding
+        emb = F.silu(emb)
 
         h = self.conv_in(xt)  # (B, ch[0], H, W)
         skips = []

@@ -101,7 +101,7 @@ def test_every_proof_holds_and_displays(proofs, name):
 
 def test_all_proofs_in_book_order(proofs):
     names = [p.name for p in proofs.values()]
-    assert len(names) == 13 == len(set(names))
+    assert len(names) == 16 == len(set(names))
     assert list(proofs) == [
         "forward_composition",
         "closed_form_reparameterisation",
@@ -116,6 +116,9 @@ def test_all_proofs_in_book_order(proofs):
         "ddim_eta_one_is_the_ddpm_posterior",
         "ddim_is_an_exact_ode_step",
         "dpm_solver_2m_coefficients",
+        "eps_score_relation",
+        "bayes_for_scores",
+        "guidance_conventions",
     ]
 
 

@@ -19,6 +19,9 @@ module                    proofs                                       Ho et al.
                           :func:`ddim_eta_one_is_the_ddpm_posterior`,  Lu et al. 2022
                           :func:`ddim_is_an_exact_ode_step`,           (chapter 11)
                           :func:`dpm_solver_2m_coefficients`
+``guidance``              :func:`eps_score_relation`,                  Ho & Salimans 2022, eq. (6)
+                          :func:`bayes_for_scores`,
+                          :func:`guidance_conventions`
 ========================  ===========================================  =========================
 
 :mod:`ddpm_tutor.derivations.toy` is numerical, not symbolic: the exact-likelihood toy of
@@ -74,6 +77,7 @@ from .forward import (
     q_sample_expr,
     standard_normal_mgf_by_integration,
 )
+from .guidance import GUIDANCE_NAMES, bayes_for_scores, eps_score_relation, gsym, guidance_conventions, guided_eps_expr
 from .kl import gaussian_kl, gaussian_moments_by_integration, kl_by_integration, kl_normal_expr
 from .posterior import (
     bayes_exponent,
@@ -110,6 +114,9 @@ __all__ = [
     "ddim_eta_one_is_the_ddpm_posterior",
     "ddim_is_an_exact_ode_step",
     "dpm_solver_2m_coefficients",
+    "eps_score_relation",
+    "bayes_for_scores",
+    "guidance_conventions",
     # expression builders
     "ddim_sigma",
     "ddim_direction_coef",
@@ -142,9 +149,12 @@ __all__ = [
     "bin_centre",
     "bin_edges",
     "bin_probability_expr",
+    "gsym",
+    "GUIDANCE_NAMES",
+    "guided_eps_expr",
 ]
 
-#: The proof functions in the book's order (chapters 1-2, 3, 5, 5, 5, 5, 6, 5/L_0, then 11).
+#: The proof functions in the book's order (chapters 1-2, 3, 5, 5, 5, 5, 6, 5/L_0, then 11 and 12).
 PROOFS = (
     forward_composition,
     closed_form_reparameterisation,
@@ -159,6 +169,9 @@ PROOFS = (
     ddim_eta_one_is_the_ddpm_posterior,
     ddim_is_an_exact_ode_step,
     dpm_solver_2m_coefficients,
+    eps_score_relation,
+    bayes_for_scores,
+    guidance_conventions,
 )
 
 

@@ -271,7 +271,7 @@ _TEXT_MACROS = {
     r"\sum": "Σ", r"\int": "∫", r"\propto": "∝", r"\geq": "≥", r"\leq": "≤", r"\ge": "≥", r"\le": "≤",
     r"\neq": "≠", r"\approx": "≈", r"\cdot": "·", r"\times": "×", r"\partial": "∂", r"\to": "→", r"\sim": "~",
     r"\iff": "⇔", r"\pm": "±", r"\mp": "∓", r"\ldots": "…", r"\dots": "…", r"\qquad": "  ", r"\quad": " ", r"\,": " ", r"\;": " ",
-    r"\ ": " ", r"\!": "",
+    r"\ ": " ", r"\!": "", r"\nabla": "∇", r"\varnothing": "∅",
     r"\eta": "η", r"\varsigma": "ς", r"\lambda": "λ", r"\hat{x}": "x̂", r"\bar{x}": "x̄",
 }
 _TEXT_MACRO_RE = re.compile(

@@ -1,0 +1,27 @@
+"""What the book's pages need beyond the package: ``glue``, which works with and without MyST-NB.
+
+The chapters quote numbers from their own cells with MyST-NB's ``glue`` (``{glue:text}`name:.1f```
+in the prose), so the text cannot drift from the outputs when a chapter is re-executed. MyST-NB
+comes with Jupyter Book; on Colab, where a reader runs a chapter with only the package installed,
+:func:`glue` falls back to showing the value (or nothing, with ``display=False``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["glue"]
+
+
+def glue(name: str, variable: Any, display: bool = True) -> None:
+    """MyST-NB's ``glue(name, variable, display)`` where MyST-NB is installed; else show ``variable``
+    when ``display`` is true (the page's text is not built outside Jupyter Book)."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+
+            show(variable)
+        return
+    myst_glue(name, variable, display=display)

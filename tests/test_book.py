@@ -1,0 +1,63 @@
+"""The book's pages as files: every chapter in the table of contents, its Colab cell pointing at the one
+repository URL (``_config.yml``), installing the package and nothing else, and its launch buttons on."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def test_the_repository_url_is_configured_once():
+    url = CONFIG["repository"]["url"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url), url
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert CONFIG["html"]["use_repository_button"] is True
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    toc = (ROOT / "_toc.yml").read_text()
+    listed = set(re.findall(r"file:\s*(\S+)", toc))
+    assert {f"book/{p.stem}" for p in CHAPTERS} <= listed
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_colab_cell_installs_the_package_from_the_configured_repository(path):
+    first = json.loads(path.read_text())["cells"][0]
+    source = "".join(first["source"])
+    assert first["cell_type"] == "code" and 'if "google.colab" in sys.modules:' in source, "first cell: the Colab install"
+    installs = re.findall(r'%pip install --quiet "([^"]+)"', source)
+    assert installs == [f"ddpm-tutor @ git+{CONFIG['repository']['url']}"], installs  # no extras: no Sphinx on Colab
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapters_glue_through_the_package(path):
+    """``myst_nb`` is not installed on Colab: the chapters glue through ``ddpm_tutor.book.glue``."""
+    sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    assert not any("from myst_nb import" in s for s in sources)
+
+
+def test_glue_without_myst_nb_shows_the_value(monkeypatch, capsys):
+    import builtins
+
+    from ddpm_tutor.book import glue
+
+    real_import = builtins.__import__
+
+    def no_myst_nb(name, *args, **kwargs):
+        if name.startswith("myst_nb"):
+            raise ImportError("no myst_nb here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_myst_nb)
+    glue("hidden", 1.25, display=False)
+    assert capsys.readouterr().out == ""
+    glue("shown", 1.25)
+    assert capsys.readouterr().out.strip() == "1.25"

@@ -29,6 +29,7 @@ CORE = "tests/test_core.py"
 BOUND = "tests/test_bound_terms.py"
 DERIV = "tests/test_derivations.py"
 TOY = "tests/test_toy_elbo.py"
+RSTEP = "tests/test_reverse_step.py"
 
 L, S, F, P, R, SA = (
     "ddpm_tutor/losses.py",
@@ -77,11 +78,12 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     ("reverse: noise at code step 0", R, "nonzero = (t != 0).to(xt.dtype)", "nonzero = (t >= 0).to(xt.dtype)", [CORE]),
     ("reverse: no noise at code step 1 either", R, "nonzero = (t != 0).to(xt.dtype)", "nonzero = (t > 1).to(xt.dtype)", [CORE]),
     ("reverse: sigma without the square root", R, "sigma = extract(p_variance(schedule, variance).sqrt(), t, xt)", "sigma = extract(p_variance(schedule, variance), t, xt)", [CORE]),
-    ("reverse: clipped mean from the unclipped x0_hat", R, "mean, _ = q_posterior(schedule, x0_hat, xt, t)", "mean = p_mean(schedule, xt, t, eps_theta)", [CORE]),
+    ("reverse: clipped mean from the unclipped x0_hat", R, "mean, _ = q_posterior(schedule, x0_hat, xt, t)", "mean = p_mean(schedule, xt, t, eps_theta)", [RSTEP, CORE]),
     # ---- sampling
     ("sampling: loop starts at T-2", SA, "range(schedule.T - 1, -1, -1)", "range(schedule.T - 2, -1, -1)", [CORE]),
     ("sampling: loop stops at code step 1", SA, "range(schedule.T - 1, -1, -1)", "range(schedule.T - 1, 0, -1)", [CORE]),
-    ("sampling: noise on the last step", SA, "z = randn() if step > 0 else None", "z = randn()", [CORE]),
+    # (drawing z on the last step too is an equivalent variant: p_sample_step masks it at code step 0)
+    ("sampling: the variance argument ignored", SA, "noise=z, variance=variance, clip_x0=clip_x0)", "noise=z, variance=\"beta_tilde\", clip_x0=clip_x0)", [CORE]),
     ("sampling: the model sees step + 1", SA, "eps_theta = model(xt, t).float()", "eps_theta = model(xt, t + 1).float()", [CORE]),
     ("sampling: batches ignore batch_size", SA, "if batch_size is not None and batch_size < shape[0]:", "if False:", [CORE]),
     # ---- losses: the bound's bookkeeping

@@ -29,6 +29,7 @@ CORE = "tests/test_core.py"
 BOUND = "tests/test_bound_terms.py"
 DERIV = "tests/test_derivations.py"
 TOY = "tests/test_toy_elbo.py"
+RSTEP = "tests/test_reverse_step.py"
 
 L, S, F, P, R, SA = (
     "ddpm_tutor/losses.py",
@@ -43,16 +44,16 @@ DV = "ddpm_tutor/derivations/"
 # (label, file, old, new, tests)
 MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     # ---- schedules
-    ("schedules: alpha = 1 - beta^2", S, "alphas = 1.0 - betas\n", "alphas = 1.0 - betas**2\n", [CORE, BOUND]),
-    ("schedules: alpha_bar as a cumulative sum", S, "alpha_bars = torch.cumprod(alphas, dim=0)", "alpha_bars = 1.0 - torch.cumsum(betas, dim=0)", [CORE, BOUND]),
-    ("schedules: alpha_bar shifted by one step", S, "alpha_bars = torch.cumprod(alphas, dim=0)", "alpha_bars = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.float64), alphas[:-1]]), dim=0)", [CORE, BOUND]),
-    ("schedules: alpha_bars_prev padded with 0", S, "torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])", "torch.cat([torch.zeros(1, dtype=torch.float64), alpha_bars[:-1]])", [CORE, BOUND]),
-    ("schedules: alpha_bars_prev = alpha_bars", S, "torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])", "alpha_bars.clone()", [CORE, BOUND]),
-    ("schedules: beta_tilde = beta", S, "posterior_variance = betas * (1.0 - alpha_bars_prev) / (1.0 - alpha_bars)", "posterior_variance = betas.clone()", [CORE, BOUND]),
-    ("schedules: beta_tilde with the ratio inverted", S, "posterior_variance = betas * (1.0 - alpha_bars_prev) / (1.0 - alpha_bars)", "posterior_variance = betas * (1.0 - alpha_bars) / (1.0 - alpha_bars_prev)", [CORE, BOUND]),
-    ("schedules: coef_x0 without the square root", S, "posterior_mean_coef_x0=alpha_bars_prev.sqrt() * betas", "posterior_mean_coef_x0=alpha_bars_prev * betas", [CORE, BOUND]),
-    ("schedules: coef_x0 with alpha_bar_t", S, "posterior_mean_coef_x0=alpha_bars_prev.sqrt() * betas", "posterior_mean_coef_x0=alpha_bars.sqrt() * betas", [CORE, BOUND]),
-    ("schedules: coef_xt with alpha for sqrt(alpha)", S, "posterior_mean_coef_xt=alphas.sqrt() * (1.0 - alpha_bars_prev)", "posterior_mean_coef_xt=alphas * (1.0 - alpha_bars_prev)", [CORE, BOUND]),
+    ("schedules: alpha = 1 - beta^2", S, "alphas = 1.0 - betas\n", "alphas = 1.0 - betas**2\n", [BOUND, CORE]),
+    ("schedules: alpha_bar as a cumulative sum", S, "alpha_bars = torch.cumprod(alphas, dim=0)", "alpha_bars = 1.0 - torch.cumsum(betas, dim=0)", [BOUND, CORE]),
+    ("schedules: alpha_bar shifted by one step", S, "alpha_bars = torch.cumprod(alphas, dim=0)", "alpha_bars = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.float64), alphas[:-1]]), dim=0)", [BOUND, CORE]),
+    ("schedules: alpha_bars_prev padded with 0", S, "torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])", "torch.cat([torch.zeros(1, dtype=torch.float64), alpha_bars[:-1]])", [BOUND, CORE]),
+    ("schedules: alpha_bars_prev = alpha_bars", S, "torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])", "alpha_bars.clone()", [BOUND, CORE]),
+    ("schedules: beta_tilde = beta", S, "posterior_variance = betas * (1.0 - alpha_bars_prev) / (1.0 - alpha_bars)", "posterior_variance = betas.clone()", [BOUND, CORE]),
+    ("schedules: beta_tilde with the ratio inverted", S, "posterior_variance = betas * (1.0 - alpha_bars_prev) / (1.0 - alpha_bars)", "posterior_variance = betas * (1.0 - alpha_bars) / (1.0 - alpha_bars_prev)", [BOUND, CORE]),
+    ("schedules: coef_x0 without the square root", S, "posterior_mean_coef_x0=alpha_bars_prev.sqrt() * betas", "posterior_mean_coef_x0=alpha_bars_prev * betas", [BOUND, CORE]),
+    ("schedules: coef_x0 with alpha_bar_t", S, "posterior_mean_coef_x0=alpha_bars_prev.sqrt() * betas", "posterior_mean_coef_x0=alpha_bars.sqrt() * betas", [BOUND, CORE]),
+    ("schedules: coef_xt with alpha for sqrt(alpha)", S, "posterior_mean_coef_xt=alphas.sqrt() * (1.0 - alpha_bars_prev)", "posterior_mean_coef_xt=alphas * (1.0 - alpha_bars_prev)", [BOUND, CORE]),
     ("schedules: linear betas end at beta_1", S, "torch.linspace(beta_1, beta_T, T, dtype=torch.float64)", "torch.linspace(beta_1, beta_1 + (beta_T - beta_1) * (T - 1) / T, T, dtype=torch.float64)", [CORE, DERIV]),
     ("schedules: cosine without the offset s", S, "f = torch.cos(((steps / T) + s) / (1 + s) * math.pi / 2) ** 2", "f = torch.cos((steps / T) * math.pi / 2) ** 2 + 0 * s", [CORE]),
     ("schedules: cosine betas from the ratio inverted", S, "betas = (1.0 - alpha_bar[1:] / alpha_bar[:-1])", "betas = (1.0 - alpha_bar[:-1] / alpha_bar[1:]).abs()", [CORE]),
@@ -60,28 +61,29 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     # ---- forward
     ("forward: q_step with beta for sqrt(beta)", F, "extract(schedule.betas.sqrt(), t, x_prev) * eps", "extract(schedule.betas, t, x_prev) * eps", [CORE]),
     ("forward: q_step mean with alpha for sqrt(alpha)", F, "extract(schedule.alphas.sqrt(), t, x_prev) * x_prev", "extract(schedule.alphas, t, x_prev) * x_prev", [CORE]),
-    ("forward: q_sample with 1 - alpha_bar unrooted", F, "extract((1.0 - schedule.alpha_bars).sqrt(), t, x0) * eps", "extract(1.0 - schedule.alpha_bars, t, x0) * eps", [CORE, BOUND]),
-    ("forward: q_sample mean with alpha_bar unrooted", F, "extract(schedule.alpha_bars.sqrt(), t, x0) * x0", "extract(schedule.alpha_bars, t, x0) * x0", [CORE, BOUND]),
-    ("forward: q_sample one step early", F, "extract(schedule.alpha_bars.sqrt(), t, x0) * x0", "extract(schedule.alpha_bars_prev.sqrt(), t, x0) * x0", [CORE, BOUND]),
+    ("forward: q_sample with 1 - alpha_bar unrooted", F, "extract((1.0 - schedule.alpha_bars).sqrt(), t, x0) * eps", "extract(1.0 - schedule.alpha_bars, t, x0) * eps", [BOUND, CORE]),
+    ("forward: q_sample mean with alpha_bar unrooted", F, "extract(schedule.alpha_bars.sqrt(), t, x0) * x0", "extract(schedule.alpha_bars, t, x0) * x0", [BOUND, CORE]),
+    ("forward: q_sample one step early", F, "extract(schedule.alpha_bars.sqrt(), t, x0) * x0", "extract(schedule.alpha_bars_prev.sqrt(), t, x0) * x0", [BOUND, CORE]),
     # ---- posterior
-    ("posterior: coefficients swapped", P, "extract(schedule.posterior_mean_coef_x0, t, xt) * x0 + extract(schedule.posterior_mean_coef_xt, t, xt) * xt", "extract(schedule.posterior_mean_coef_xt, t, xt) * x0 + extract(schedule.posterior_mean_coef_x0, t, xt) * xt", [CORE, BOUND]),
-    ("posterior: variance beta", P, "variance = extract(schedule.posterior_variance, t, xt)", "variance = extract(schedule.betas, t, xt)", [CORE, BOUND]),
-    ("posterior: predict_x0 with alpha_bar unrooted", P, "/ extract(schedule.alpha_bars.sqrt(), t, xt)", "/ extract(schedule.alpha_bars, t, xt)", [CORE, BOUND]),
-    ("posterior: predict_x0 with 1 - alpha_bar unrooted", P, "(xt - extract((1.0 - schedule.alpha_bars).sqrt(), t, xt) * eps)", "(xt - extract(1.0 - schedule.alpha_bars, t, xt) * eps)", [CORE, BOUND]),
+    ("posterior: coefficients swapped", P, "extract(schedule.posterior_mean_coef_x0, t, xt) * x0 + extract(schedule.posterior_mean_coef_xt, t, xt) * xt", "extract(schedule.posterior_mean_coef_xt, t, xt) * x0 + extract(schedule.posterior_mean_coef_x0, t, xt) * xt", [BOUND, CORE]),
+    ("posterior: variance beta", P, "variance = extract(schedule.posterior_variance, t, xt)", "variance = extract(schedule.betas, t, xt)", [BOUND, CORE]),
+    ("posterior: predict_x0 with alpha_bar unrooted", P, "/ extract(schedule.alpha_bars.sqrt(), t, xt)", "/ extract(schedule.alpha_bars, t, xt)", [BOUND, CORE]),
+    ("posterior: predict_x0 with 1 - alpha_bar unrooted", P, "(xt - extract((1.0 - schedule.alpha_bars).sqrt(), t, xt) * eps)", "(xt - extract(1.0 - schedule.alpha_bars, t, xt) * eps)", [BOUND, CORE]),
     # ---- reverse
-    ("reverse: p_mean divides by alpha_bar", R, "return (xt - coef * eps_theta) / extract(schedule.alphas.sqrt(), t, xt)", "return (xt - coef * eps_theta) / extract(schedule.alpha_bars.sqrt(), t, xt)", [CORE, BOUND]),
-    ("reverse: p_mean coefficient unrooted", R, "coef = extract(schedule.betas / (1.0 - schedule.alpha_bars).sqrt(), t, xt)", "coef = extract(schedule.betas / (1.0 - schedule.alpha_bars), t, xt)", [CORE, BOUND]),
-    ("reverse: p_mean coefficient sqrt(beta)", R, "coef = extract(schedule.betas / (1.0 - schedule.alpha_bars).sqrt(), t, xt)", "coef = extract(schedule.betas.sqrt() / (1.0 - schedule.alpha_bars).sqrt(), t, xt)", [CORE, BOUND]),
-    ("reverse: p_variance always beta", R, "return schedule.betas if variance == \"beta\" else schedule.posterior_variance", "return schedule.betas", [CORE, BOUND]),
-    ("reverse: p_variance choices swapped", R, "return schedule.betas if variance == \"beta\" else schedule.posterior_variance", "return schedule.posterior_variance if variance == \"beta\" else schedule.betas", [CORE, BOUND]),
+    ("reverse: p_mean divides by alpha_bar", R, "return (xt - coef * eps_theta) / extract(schedule.alphas.sqrt(), t, xt)", "return (xt - coef * eps_theta) / extract(schedule.alpha_bars.sqrt(), t, xt)", [BOUND, CORE]),
+    ("reverse: p_mean coefficient unrooted", R, "coef = extract(schedule.betas / (1.0 - schedule.alpha_bars).sqrt(), t, xt)", "coef = extract(schedule.betas / (1.0 - schedule.alpha_bars), t, xt)", [BOUND, CORE]),
+    ("reverse: p_mean coefficient sqrt(beta)", R, "coef = extract(schedule.betas / (1.0 - schedule.alpha_bars).sqrt(), t, xt)", "coef = extract(schedule.betas.sqrt() / (1.0 - schedule.alpha_bars).sqrt(), t, xt)", [BOUND, CORE]),
+    ("reverse: p_variance always beta", R, "return schedule.betas if variance == \"beta\" else schedule.posterior_variance", "return schedule.betas", [BOUND, CORE]),
+    ("reverse: p_variance choices swapped", R, "return schedule.betas if variance == \"beta\" else schedule.posterior_variance", "return schedule.posterior_variance if variance == \"beta\" else schedule.betas", [BOUND, CORE]),
     ("reverse: noise at code step 0", R, "nonzero = (t != 0).to(xt.dtype)", "nonzero = (t >= 0).to(xt.dtype)", [CORE]),
     ("reverse: no noise at code step 1 either", R, "nonzero = (t != 0).to(xt.dtype)", "nonzero = (t > 1).to(xt.dtype)", [CORE]),
     ("reverse: sigma without the square root", R, "sigma = extract(p_variance(schedule, variance).sqrt(), t, xt)", "sigma = extract(p_variance(schedule, variance), t, xt)", [CORE]),
-    ("reverse: clipped mean from the unclipped x0_hat", R, "mean, _ = q_posterior(schedule, x0_hat, xt, t)", "mean = p_mean(schedule, xt, t, eps_theta)", [CORE]),
+    ("reverse: clipped mean from the unclipped x0_hat", R, "mean, _ = q_posterior(schedule, x0_hat, xt, t)", "mean = p_mean(schedule, xt, t, eps_theta)", [RSTEP, CORE]),
     # ---- sampling
     ("sampling: loop starts at T-2", SA, "range(schedule.T - 1, -1, -1)", "range(schedule.T - 2, -1, -1)", [CORE]),
     ("sampling: loop stops at code step 1", SA, "range(schedule.T - 1, -1, -1)", "range(schedule.T - 1, 0, -1)", [CORE]),
-    ("sampling: noise on the last step", SA, "z = randn() if step > 0 else None", "z = randn()", [CORE]),
+    # (drawing z on the last step too is an equivalent variant: p_sample_step masks it at code step 0)
+    ("sampling: the variance argument ignored", SA, "noise=z, variance=variance, clip_x0=clip_x0)", "noise=z, variance=\"beta_tilde\", clip_x0=clip_x0)", [CORE]),
     ("sampling: the model sees step + 1", SA, "eps_theta = model(xt, t).float()", "eps_theta = model(xt, t + 1).float()", [CORE]),
     ("sampling: batches ignore batch_size", SA, "if batch_size is not None and batch_size < shape[0]:", "if False:", [CORE]),
     # ---- losses: the bound's bookkeeping

@@ -219,3 +219,27 @@ def test_simple_loss_samples_every_code_step_uniformly(schedule):
     assert counts.shape == (T,), "only code steps 0..T-1 exist"
     # each step's count is Binomial(4000, 1/5): mean 800, sd about 25
     assert bool((counts - 800).abs().lt(130).all()), counts.tolist()
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_vlb_of_an_oracle_is_exact_at_every_step(schedule, variance):
+    """A model that knows x_0 predicts the exact noise of the x_t it is given *at the step it is given*: then
+    mu_theta = mu_tilde, L_{t-1} is only the variance mismatch d/2 (r - 1 - log r), r = beta_tilde / sigma^2, and
+    L_0 is the bin probability of a Gaussian centred on the pixel."""
+    x0 = _grid((1, 1, 2, 2), 8).float()
+    d = x0.numel()
+
+    def oracle(xt, t):
+        ab = torch.tensor([AB[int(k) + 1] for k in t], dtype=xt.dtype).view(-1, 1, 1, 1)  # paper step t + 1
+        return (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+    res = vlb_bits_per_dim(oracle, schedule, x0.expand(3, -1, -1, -1), generator=torch.Generator().manual_seed(9), variance=variance, progress=False)
+    to_bits = 1 / (d * math.log(2))
+    for n in range(2, T + 1):
+        r = _sigma2(n, "beta_tilde") / _sigma2(n, variance)
+        want = d / 2 * (r - 1 - math.log(r)) * to_bits
+        torch.testing.assert_close(res.terms[:, n - 1], torch.full((3,), want, dtype=torch.float64), rtol=1e-4, atol=1e-6)
+    var1 = BETAS[0] if variance == "beta" else (1 - AB[1]) / (1 - AB[2]) * BETAS[1]
+    x = x0.double().flatten().numpy()
+    want0 = -_log_bin_probability(x, x, math.sqrt(var1)).sum() * to_bits
+    torch.testing.assert_close(res.decoder, torch.full((3,), want0, dtype=torch.float64), rtol=1e-4, atol=1e-6)

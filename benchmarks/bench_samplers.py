@@ -19,6 +19,8 @@ Usage, from the repository root::
     python benchmarks/bench_samplers.py                               # N = 1000 on the CPU
     python benchmarks/bench_samplers.py --device cuda                 # the same on a GPU
     python benchmarks/bench_samplers.py --n 64 --nfe 5,10 --out /tmp/s.json   # a quick check
+    python benchmarks/bench_samplers.py --samplers dpm_solver++_sde --nfe 20,50 --no-full-chain \
+        --no-ode-limit --ddim-etas '' --out records/samplers_cpu_timing.json      # CPU seconds of one sampler
 
 Timings are wall-clock seconds on the machine named in the record; compare runs only within one
 record (a busy machine slows every run of it alike only roughly).
@@ -56,8 +58,9 @@ def _write_atomic(path: Path, record: dict) -> None:
     os.replace(tmp, path)
 
 
-def _runs(samplers: list[str], nfes: list[int], T: int, ode_limit: bool, ddim_etas: list[float]) -> list[dict]:
-    runs = [{"label": f"full chain (ddpm, {T} steps)", "sampler": "ddpm", "steps": None, "eta": 0.0}]
+def _runs(samplers: list[str], nfes: list[int], T: int, ode_limit: bool, ddim_etas: list[float],
+          full_chain: bool = True) -> list[dict]:
+    runs = [{"label": f"full chain (ddpm, {T} steps)", "sampler": "ddpm", "steps": None, "eta": 0.0}] * full_chain
     if ode_limit:
         runs.append({"label": f"ODE limit (ddim, eta 0, {T} steps)", "sampler": "ddim", "steps": T, "eta": 0.0})
     for name in samplers:
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of every run's generator (default 0)")
     parser.add_argument("--nfe", default="5,10,20,50,100", help="network evaluations, comma-separated")
     parser.add_argument("--samplers", default=",".join(dt.SAMPLERS), help="comma-separated sampler names")
+    parser.add_argument("--no-full-chain", action="store_true", help="skip Algorithm 2 over all T steps")
     parser.add_argument("--no-ode-limit", action="store_true", help="skip DDIM over all T steps")
     parser.add_argument("--ddim-etas", default="0.5",
                         help="also DDIM with these eta in (0, 1], at every --nfe and at T steps (comma-separated; '' for none)")
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     model, schedule = dt.load_pretrained(device)
     shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
     ddim_etas = [float(v) for v in args.ddim_etas.split(",") if v]
-    runs = _runs(samplers, nfes, schedule.T, not args.no_ode_limit, ddim_etas)
+    runs = _runs(samplers, nfes, schedule.T, not args.no_ode_limit, ddim_etas, not args.no_full_chain)
     record = {
         "command": "python benchmarks/bench_samplers.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "model": "the shipped reference checkpoint (dt.load_pretrained)",

@@ -6,6 +6,7 @@ fixed seed, so every run starts from the same x_T, with
 * each sampler of ``dt.SAMPLERS`` at 5, 10, 20, 50 and 100 network evaluations (NFE),
 * the full chain: Algorithm 2 over all T steps (``sampler="ddpm"``, ``steps=None``),
 * the ODE limit: DDIM with eta = 0 over all T steps (what the ODE samplers converge to),
+* DDIM with eta = 0.5 (``--ddim-etas``) at the same NFE and at T steps, between the ODE and DDPM,
 
 and records for each run the wall time of sampling, the MNIST classifier's confident fraction
 and rarest digit (``ddpm_tutor.metrics``), and, where ``ddpm_tutor.evaluation`` is available,
@@ -18,6 +19,8 @@ Usage, from the repository root::
     python benchmarks/bench_samplers.py                               # N = 1000 on the CPU
     python benchmarks/bench_samplers.py --device cuda                 # the same on a GPU
     python benchmarks/bench_samplers.py --n 64 --nfe 5,10 --out /tmp/s.json   # a quick check
+    python benchmarks/bench_samplers.py --samplers dpm_solver++_sde --nfe 20,50 --no-full-chain \
+        --no-ode-limit --ddim-etas '' --out records/samplers_cpu_timing.json      # CPU seconds of one sampler
 
 Timings are wall-clock seconds on the machine named in the record; compare runs only within one
 record (a busy machine slows every run of it alike only roughly).
@@ -55,13 +58,17 @@ def _write_atomic(path: Path, record: dict) -> None:
     os.replace(tmp, path)
 
 
-def _runs(samplers: list[str], nfes: list[int], T: int, ode_limit: bool) -> list[dict]:
-    runs = [{"label": f"full chain (ddpm, {T} steps)", "sampler": "ddpm", "steps": None}]
+def _runs(samplers: list[str], nfes: list[int], T: int, ode_limit: bool, ddim_etas: list[float],
+          full_chain: bool = True) -> list[dict]:
+    runs = [{"label": f"full chain (ddpm, {T} steps)", "sampler": "ddpm", "steps": None, "eta": 0.0}] * full_chain
     if ode_limit:
-        runs.append({"label": f"ODE limit (ddim, eta 0, {T} steps)", "sampler": "ddim", "steps": T})
+        runs.append({"label": f"ODE limit (ddim, eta 0, {T} steps)", "sampler": "ddim", "steps": T, "eta": 0.0})
     for name in samplers:
         for nfe in nfes:
-            runs.append({"label": f"{name}, {nfe} NFE", "sampler": name, "steps": nfe})
+            runs.append({"label": f"{name}, {nfe} NFE", "sampler": name, "steps": nfe, "eta": 0.0})
+    for eta in ddim_etas:  # between the ODE (eta 0) and respaced DDPM (eta 1)
+        for nfe in [*nfes, T]:
+            runs.append({"label": f"ddim eta {eta:g}, {nfe} NFE", "sampler": "ddim", "steps": nfe, "eta": eta})
     return runs
 
 
@@ -71,7 +78,8 @@ def _measure(images: torch.Tensor, run: dict, seconds: float, nfe: int, args) ->
            "class_counts": list(quality.counts)}
     if evaluation is not None and not args.no_fid:
         ev = evaluation.evaluate_images(images, nfe=nfe, sampling_seconds=seconds, floor_draws=args.floor_draws,
-                                        sampler={"sampler": run["sampler"], "steps": run["steps"], "seed": args.seed})
+                                        sampler={"sampler": run["sampler"], "steps": run["steps"], "eta": run["eta"],
+                                                 "seed": args.seed})
         d = ev.to_dict()
         out.update({k: d[k] for k in ("fid", "fid_floor", "kid", "kid_floor", "precision", "recall") if k in d})
     return out
@@ -83,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of every run's generator (default 0)")
     parser.add_argument("--nfe", default="5,10,20,50,100", help="network evaluations, comma-separated")
     parser.add_argument("--samplers", default=",".join(dt.SAMPLERS), help="comma-separated sampler names")
+    parser.add_argument("--no-full-chain", action="store_true", help="skip Algorithm 2 over all T steps")
     parser.add_argument("--no-ode-limit", action="store_true", help="skip DDIM over all T steps")
+    parser.add_argument("--ddim-etas", default="0.5",
+                        help="also DDIM with these eta in (0, 1], at every --nfe and at T steps (comma-separated; '' for none)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--batch-size", type=int, default=None, help="draw the N samples this many at a time")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
@@ -102,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     model, schedule = dt.load_pretrained(device=device)
     shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
-    runs = _runs(samplers, nfes, schedule.T, not args.no_ode_limit)
+    ddim_etas = [float(v) for v in args.ddim_etas.split(",") if v]
+    runs = _runs(samplers, nfes, schedule.T, not args.no_ode_limit, ddim_etas, not args.no_full_chain)
     record = {
         "command": "python benchmarks/bench_samplers.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "model": "the shipped reference checkpoint (dt.load_pretrained)",
@@ -127,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        images = dt.sample(model, schedule, shape, sampler=run["sampler"], steps=run["steps"], generator=generator,
-                           batch_size=args.batch_size, device=device, progress=False)
+        images = dt.sample(model, schedule, shape, sampler=run["sampler"], steps=run["steps"], eta=run["eta"],
+                           generator=generator, batch_size=args.batch_size, device=device, progress=False)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start

@@ -8,14 +8,14 @@ that visits the code steps ``timesteps`` (decreasing, one network evaluation eac
 ``callback(t, xt, x0_hat)`` and returns x_0. :func:`ddpm_tutor.sample` draws x_T, picks the steps
 (:func:`trailing_timesteps`) and calls one of them by name:
 
-=====================  ===========================================================  ===================
-name                   algorithm                                                    options
-=====================  ===========================================================  ===================
-``"ddpm"``             Algorithm 2 of Ho et al. 2020; on fewer steps, respaced       ``variance``
-``"ddim"``             DDIM, Song et al. 2021, eq. 12                                ``eta``
-``"dpm_solver++"``     DPM-Solver++(2M), Lu et al. 2022 (probability-flow ODE)
-``"dpm_solver++_sde"`` DPM-Solver++(2M) SDE (diffusers' "sde-dpmsolver++")
-=====================  ===========================================================  ===================
+======================  =======================================================  ============
+name                    algorithm                                                options
+======================  =======================================================  ============
+``"ddpm"``              Algorithm 2 of Ho et al. 2020; on fewer steps, respaced  ``variance``
+``"ddim"``              DDIM, Song et al. 2021, eq. 12                           ``eta``
+``"dpm_solver++"``      DPM-Solver++(2M), Lu et al. 2022 (probability-flow ODE)
+``"dpm_solver++_sde"``  DPM-Solver++(2M) SDE (diffusers' "sde-dpmsolver++")
+======================  =======================================================  ============
 """
 
 from ._common import Callback, FiniteCheck, trailing_timesteps

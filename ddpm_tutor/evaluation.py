@@ -74,6 +74,7 @@ __all__ = [
     "Evaluation",
     "evaluate_images",
     "evaluate",
+    "inception_fid",
 ]
 
 STATS_PATH = Path(__file__).resolve().parent / "weights" / "mnist_test_features.pt"

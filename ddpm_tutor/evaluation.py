@@ -74,6 +74,7 @@ __all__ = [
     "Evaluation",
     "evaluate_images",
     "evaluate",
+    "inception_fid",
 ]
 
 STATS_PATH = Path(__file__).resolve().parent / "weights" / "mnist_test_features.pt"
@@ -547,7 +548,7 @@ class Evaluation:
             f"N = {self.n}" + (f", {self.nfe} network evaluations per sample" if self.nfe is not None else "")
             + (f", drawn in {self.sampling_seconds:.1f} s" if self.sampling_seconds is not None else ""),
             f"FID        {self.fid:8.3f}   real-data floor {self.fid_floor}",
-            f"KID        {self.kid:8.5f}   real-data floor {self.kid_floor}",
+            f"KID        {self.kid:8.4g}   real-data floor {self.kid_floor}",
             f"precision  {self.precision:8.3f}   real-data floor {self.precision_floor}",
             f"recall     {self.recall:8.3f}   real-data floor {self.recall_floor}",
             f"confident  {self.confident_fraction:8.3f}   rarest digit {self.min_class_fraction:.3f}",
@@ -641,6 +642,7 @@ def evaluate(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], schedu
         if handle is not None:
             handle.remove()
     seconds = time.perf_counter() - start
+    images = images.cpu()  # the measures run on the CPU, beside the training set
     batches = math.ceil(n / batch_size) if batch_size else 1
     record = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in sample_kwargs.items()}
     record["batch_size"] = batch_size

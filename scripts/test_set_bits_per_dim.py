@@ -44,27 +44,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=400, help="(digit, step) pairs per network call")
     parser.add_argument("--chunk", type=int, default=25, help="digits per progress step")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.checkpoint == "pretrained":
-        model, schedule = dt.load_pretrained()
+        model, schedule = dt.load_pretrained(args.device)
     else:
-        model, schedule, _ = dt.load_model(args.checkpoint, which="ema")
+        model, schedule, _ = dt.load_model(args.checkpoint, which="ema", device=args.device)
     images, _ = load_mnist("test")
     idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(args.seed))[: args.n]
-    x0 = to_model_range(images[idx])  # (n, 1, 28, 28) on the 256-level grid
-    generator = torch.Generator().manual_seed(args.seed)
+    x0 = to_model_range(images[idx]).to(args.device)  # (n, 1, 28, 28) on the 256-level grid
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
     start = time.perf_counter()
     parts = []
     for chunk in tqdm(x0.split(args.chunk), desc=f"bound on {args.n} test digits"):
         parts.append(dt.vlb_bits_per_dim(model, schedule, chunk, generator=generator, variance=args.variance,
                                          batch_size=args.batch_size, progress=False))
     seconds = time.perf_counter() - start
-    total = torch.cat([p.total for p in parts])  # (n,)
-    terms = torch.cat([p.terms for p in parts])  # (n, T); column 0 is L_0
-    prior = torch.cat([p.prior for p in parts])
+    total = torch.cat([p.total for p in parts]).cpu()  # (n,)
+    terms = torch.cat([p.terms for p in parts]).cpu()  # (n, T); column 0 is L_0
+    prior = torch.cat([p.prior for p in parts]).cpu()
     record = {
         "bits_per_dim": mean_and_se(total),
         "L_0": mean_and_se(terms[:, 0]),
@@ -79,10 +80,12 @@ def main() -> None:
         "digits": "MNIST test digits, a seeded random subset (torch.randperm(10000, seed)[:n])",
         "units": "bits per dimension (784 dimensions); each term summed over pixels, divided by 784 ln 2",
         "seconds": round(seconds, 1),
+        "device": args.device,
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "command": f"python scripts/test_set_bits_per_dim.py --n {args.n} --seed {args.seed} --variance {args.variance}"
-        + ("" if args.checkpoint == "pretrained" else f" --checkpoint {args.checkpoint}"),
+        + ("" if args.checkpoint == "pretrained" else f" --checkpoint {args.checkpoint}")
+        + ("" if args.device == "cpu" else f" --device {args.device}"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=args.out.name + ".", suffix=".tmp")

@@ -195,6 +195,27 @@ def test_label_dropout_rate_in_training(monkeypatch, data):
     assert all((x != 10).all() for x in seen_none)
 
 
+def test_each_image_is_trained_with_its_own_label(monkeypatch, data):
+    """The label handed to eps_theta is the label of the very image x_0 it is noising (or 'no label')."""
+    images, labels = data
+    pairs = []
+    real_loss = tr.simple_loss
+
+    def spy(net, schedule, x0, **kw):
+        pairs.append((x0.detach().clone(), net.keywords["labels"].clone()))
+        return real_loss(net, schedule, x0, **kw)
+
+    monkeypatch.setattr(tr, "simple_loss", spy)
+    tr.train(replace(COND, steps=3, batch_size=16), data=images, labels=labels, progress=False)
+    checked = 0
+    for x0, c in pairs:
+        index = (x0.flatten(1)[:, None, :] == images.flatten(1)[None]).all(-1).float().argmax(1)  # which image
+        kept = c != 10
+        assert torch.equal(c[kept], labels[index][kept])
+        checked += int(kept.sum())
+    assert checked > 30
+
+
 def test_labels_are_checked_in_training(data):
     images, labels = data
     with pytest.raises(ValueError, match="needs labels"):

@@ -59,7 +59,9 @@ GUIDANCE_NAMES = {
 
 
 def _latex(expr) -> str:
-    return latex(expr, GUIDANCE_NAMES).replace(r"\operatorname{p}", "p_t").replace(r"\operatorname{r}", r"p_t(c \mid \cdot)")
+    """LaTeX with the chapter's names: p(x) is p_t(x), r(x) is p_t(c | x)."""
+    text = latex(expr, GUIDANCE_NAMES)
+    return text.replace(r"p{\left(x \right)}", "p_t(x)").replace(r"r{\left(x \right)}", r"p_t(c \mid x)")
 
 
 def guided_eps_expr(eps_c=gsym.eps_c, eps_u=gsym.eps_u, s=gsym.s) -> sp.Expr:
@@ -199,14 +201,13 @@ def bayes_for_scores(rule=None, tilted=None, *, strict: bool = True) -> Proof:
         r"$s = 0$ unconditional, $s = 1$ conditional, $s > 1$ beyond it",
         grad(tilted),
         grad(sp.log(p) + s * sp.log(r)),
-        latex_str=r"\nabla_x\big[" + _latex(tilted).replace(r"\operatorname{r}", "r")
-        + r"\big] = \nabla_x\log\big[p_t(x)\,p_t(c \mid x)^s\big]",
+        latex_str=r"\nabla_x\Big[" + _latex(tilted) + r"\Big] = \nabla_x\log\big[p_t(x)\,p_t(c \mid x)^s\big]",
     )
     d.claim(
         r"at $s = 1$ the rule follows the conditional score, so it samples $p_t(x \mid c)$",
         rule.subs({gsym.eps_c: eps_c, gsym.eps_u: eps_u, s: 1}),
         -sigma * grad(sp.log(p_cond)),
-        latex_str=_latex(rule) + r"\,\Big|_{s=1} = -\sqrt{1-\bar{\alpha}_t}\;\nabla_x\log p_t(x \mid c)",
+        latex_str=r"\Big[" + _latex(rule) + r"\Big]_{s=1} = -\sqrt{1-\bar{\alpha}_t}\;\nabla_x\log p_t(x \mid c)",
     )
     return d.finish(rule.subs({gsym.eps_c: eps_c, gsym.eps_u: eps_u}), target)
 
@@ -234,25 +235,25 @@ def guidance_conventions(rule=None, *, strict: bool = True) -> Proof:
         r"with $s = 1 + w$ the rule is this book's $\varepsilon_\varnothing + s(\varepsilon_c - \varepsilon_\varnothing)$",
         rule,
         guided_eps_expr(s=1 + w),
-        latex_str=_latex(rule) + " = " + _latex(guided_eps_expr(s=sp.Symbol("s"))) + r"\big|_{s = 1 + w}",
+        latex_str=_latex(rule) + r" = \Big[" + _latex(guided_eps_expr(s=sp.Symbol("s"))) + r"\Big]_{s = 1 + w}",
     )
     d.claim(
         r"a guidance rule must leave a prediction alone when the label changes nothing ($\varepsilon_c = "
         r"\varepsilon_\varnothing$): its two weights sum to 1",
         rule.subs({eps_c: e, eps_u: e}),
         e,
-        latex_str=_latex(rule) + r"\,\Big|_{\varepsilon_c = \varepsilon_\varnothing = \varepsilon} = \varepsilon",
+        latex_str=r"\Big[" + _latex(rule) + r"\Big]_{\varepsilon_c = \varepsilon_\varnothing = \varepsilon} = \varepsilon",
     )
     d.claim(
         r"$w = 0$ is the plain conditional prediction",
         rule.subs(w, 0),
         eps_c,
-        latex_str=_latex(rule) + r"\,\Big|_{w=0} = \varepsilon_c",
+        latex_str=r"\Big[" + _latex(rule) + r"\Big]_{w=0} = \varepsilon_c",
     )
     d.claim(
         r"and $w = -1$ (that is, $s = 0$) the unconditional one",
         rule.subs(w, -1),
         eps_u,
-        latex_str=_latex(rule) + r"\,\Big|_{w=-1} = \varepsilon_\varnothing",
+        latex_str=r"\Big[" + _latex(rule) + r"\Big]_{w=-1} = \varepsilon_\varnothing",
     )
     return d.finish(rule, guided_eps_expr(s=1 + w))

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ._tensor import check_choice
+from ._tensor import check_choice, check_finite, check_model_T, check_model_output
 from .reverse import VARIANCES, p_sample_step
 from .schedules import NoiseSchedule
 
@@ -60,8 +60,14 @@ def sample(
 
     Returns:
         ``(B, C, H, W)`` float32 tensor x_0, in the model's data range (about [-1, 1]).
+
+    Raises:
+        ValueError: the model was built for another T than the schedule's.
+        TypeError: the model returns no tensor shaped like its input.
+        FloatingPointError: the sample becomes NaN or inf (the message names the code step).
     """
     check_choice(variance, VARIANCES, "variance")
+    check_model_T(model, schedule.T)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (B, C, H, W) with positive sizes, got {shape}")
@@ -87,10 +93,10 @@ def sample(
         xt = randn()  # x_T ~ N(0, I)
         for step in tqdm(range(schedule.T - 1, -1, -1), desc="sampling", disable=not progress, leave=False):
             t = torch.full((shape[0],), step, device=device, dtype=torch.long)
-            eps_theta = model(xt, t).float()
+            eps_theta = check_model_output(model(xt, t), xt).float()
             z = randn() if step > 0 else None  # Algorithm 2, line 3: z = 0 on the last step
             out = p_sample_step(schedule, eps_theta, xt, t, noise=z, variance=variance, clip_x0=clip_x0)
-            xt = out.x_prev
+            xt = check_finite(out.x_prev, "the sample", step)  # stop at the first NaN/inf step, not a black image
             if callback is not None:
                 callback(step, xt, out.x0_hat)
     finally:

@@ -69,11 +69,20 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     """Draw samples from a checkpoint with Algorithm 2 and save them as a PNG grid."""
     import torch
 
+    from ._files import check_output_file, image_format
+    from ._tensor import resolve_device
     from .plotting import save_image_grid
     from .sampling import sample
     from .training import load_model, load_pretrained
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:  # everything that can be checked before minutes of sampling
+        device = str(resolve_device(args.device))
+        check_output_file(args.out, "--out")
+        image_format(args.out)
+        if args.quality_json:
+            check_output_file(args.quality_json, "--quality-json")
+    except ValueError as err:
+        raise SystemExit(f"sample: {err}") from None
     if args.checkpoint == "pretrained":
         model, schedule = load_pretrained(device)
     else:
@@ -190,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--checkpoint", required=True,
                     help="a checkpoint.pt written by `train`, or 'pretrained' for the reference model shipped in the package")
     sa.add_argument("--n", type=_positive_int, default=64, help="number of samples (default 64)")
-    sa.add_argument("--out", default="samples.png", help="PNG file to write (default samples.png)")
+    sa.add_argument("--out", default="samples.png",
+                    help="image file to write, in the format its suffix names: .png, .jpg, ... (default samples.png)")
     sa.add_argument("--seed", type=int, default=0, help="seed of the sampler's generator (default 0)")
     sa.add_argument("--batch-size", type=_positive_int, default=None,
                     help="draw the samples in batches of this many (default: all N at once). Smaller batches bound "

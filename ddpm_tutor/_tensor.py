@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["extract", "check_t", "check_same_shape", "check_choice", "check_float_data", "PIXEL_SCALE",
-           "check_model_output", "check_finite", "check_model_T"]
+           "check_model_output", "check_finite", "check_model_T", "resolve_device"]
 
 #: Values beyond +-PIXEL_SCALE cannot be data in the model's range [-1, 1], nor the book's standardised toy
 #: data (a few standard deviations): they are pixels that were not converted (0..255).
@@ -163,3 +163,28 @@ def check_model_T(model: object, T: int) -> None:
             f"the model was built for T={model_T} diffusion steps but the schedule has T={T}; sample and evaluate "
             f"with the schedule it was trained with (load_model returns both), e.g. build_schedule(config)"
         )
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` that this machine has (None: CUDA if available, else the CPU).
+
+    ``ValueError`` naming the fix for a name torch does not know (``"bogus"``) or a device that is absent
+    (``"cuda"`` without CUDA, ``"cuda:3"`` on a machine with one GPU).
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device={str(device)!r} is not a torch device; use 'cpu', or 'cuda' on a GPU") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} needs CUDA, which this machine or this torch build ({torch.__version__}) "
+                "does not have; use device 'cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r}: MPS is not available on this machine; use device 'cpu'")
+    return dev

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._files import default_mode as _default_mode
+
 __all__ = [
     "MNISTError",
     "MIRRORS",
@@ -160,13 +162,6 @@ def _sha_error(path: Path, name: str, got: str, fix: str) -> MNISTError:
         f"{path}: sha256 of the decompressed content is {got}, expected {SHA256[name]} "
         f"(the original MNIST {name}); {fix}"
     )
-
-
-def _default_mode() -> int:
-    """The mode a plainly created file would get (0o666 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _fetch(url: str, dest: Path, name: str, progress: bool) -> None:

@@ -48,17 +48,23 @@ def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_v
 
 
 def save_image_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, scale: int = 2) -> Path:
-    """Write :func:`image_grid` of ``x`` as a PNG (atomically), each pixel drawn ``scale`` x ``scale``."""
+    """Write :func:`image_grid` of ``x`` (atomically), each pixel drawn ``scale`` x ``scale``, in the image format
+    that ``path``'s suffix names (``.png``, ``.jpg``, ...; ``ValueError`` for a suffix Pillow cannot write).
+    The file gets the usual mode (``0o666`` minus the umask)."""
     from PIL import Image
 
+    from ._files import default_mode, image_format
+
     path = Path(path)
+    fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = (image_grid(x, nrow) * 255).round().astype(np.uint8)
     image = Image.fromarray(grid, mode="L").resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
-        image.save(tmp, format="PNG")
+        image.save(tmp, format=fmt)
+        os.chmod(tmp, default_mode())  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

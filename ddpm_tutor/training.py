@@ -21,10 +21,12 @@ otherwise; the environment variable ``DDPM_TUTOR_PROFILE`` overrides it.
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -36,6 +38,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from ._files import check_writable_folder, default_mode
+from ._tensor import resolve_device
 from .losses import min_snr_weights, simple_loss
 from .schedules import NoiseSchedule, cosine_schedule, linear_schedule
 from .unet import UNet, UNetConfig
@@ -64,6 +68,11 @@ CHECKPOINT_FORMAT = 1
 #: :func:`train` warns that a run has diverged when a logged loss exceeds its lowest one after the warm-up
 #: by this factor (seen: 0.017 -> 0.65 at lr 4e-3 with the cosine noise schedule; NaN and inf stop training).
 DIVERGENCE_FACTOR = 10.0
+
+#: :func:`train` stops when a step's loss exceeds this (or is NaN or inf), warm-up included: predicting
+#: eps_theta = 0 scores 1 (E eps^2 = 1), so a loss 100 times that means outputs about 10 times the noise
+#: they predict, a run that has exploded (seen: 9e20 at step 10 with lr = 1e9).
+EXPLODED_LOSS = 100.0
 
 
 @dataclass(frozen=True)
@@ -224,12 +233,64 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is readable like any other file
+        os.chmod(tmp, default_mode())  # mkstemp creates 0600; a checkpoint gets the mode of any other new file
         os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "write" in str(exc)):
+            raise _write_error(path, exc) from exc  # torch reports a full disk as "enforce fail ... file write failed"
         raise
+
+
+def _write_error(path: Path, exc: BaseException) -> OSError:
+    """An ``OSError`` saying why ``path`` could not be written (a full disk by name) and that nothing was lost."""
+    free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "file write failed" in str(exc) or free < 1 << 20
+    why = "the disk is full" if full else f"{type(exc).__name__}: {exc}"
+    kept = f"the previous {path.name} there is unchanged" if path.exists() else "nothing was written"
+    return OSError(errno.ENOSPC if full else getattr(exc, "errno", None) or errno.EIO,
+                   f"could not write {path}: {why} ({free / 1e6:.0f} MB free in {path.parent}); {kept}. "
+                   "Free some space (or write to another folder) and run again")
+
+
+def _weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state_dict's names, dtypes, shapes and values (independent of device and memory format)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(state[name].shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state_dict that hold NaN or inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _require(ckpt: dict[str, Any], path: Path, keys: tuple[str, ...], purpose: str, fix: str) -> None:
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} lacks {missing} (it holds {sorted(ckpt)}), which {purpose} needs; {fix}")
+
+
+def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], which: str) -> None:
+    """``model.load_state_dict(state)`` with a short message when the weights do not fit the network."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        here = model.state_dict()
+        shapes = [f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(here[k].shape)} here"
+                  for k, v in state.items() if k in here and v.shape != here[k].shape]
+        missing, extra = sorted(set(here) - set(state)), sorted(set(state) - set(here))
+        raise CheckpointMismatchError(
+            f"the checkpoint's {which!r} weights do not fit this network: {len(shapes)} tensor(s) of another shape"
+            + (f" ({'; '.join(shapes[:3])}{'; ...' if len(shapes) > 3 else ''})" if shapes else "")
+            + f", {len(missing)} missing{f' ({missing[:3]})' if missing else ''}, {len(extra)} unexpected"
+            + f"{f' ({extra[:3]})' if extra else ''}. Its train_config does not describe its weights: the file was "
+            "edited or written by another version of ddpm_tutor; load it with that version, or retrain"
+        ) from None
 
 
 def _diff_fields(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
@@ -238,9 +299,21 @@ def _diff_fields(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
-    """Write a checkpoint dict atomically (a temporary file in the same folder, then ``os.replace``)."""
+    """Write a checkpoint dict atomically (a temporary file in the same folder, then ``os.replace``).
+
+    The sha256 of its ``"model"`` and ``"ema"`` weights is recorded in it (``"weights_sha256"``), which
+    :func:`load_checkpoint` verifies. Weights holding NaN or inf are not written (``FloatingPointError``), so
+    the last good checkpoint at ``path`` stays; a full disk is an ``OSError`` that says so.
+    """
     path = Path(path)
-    _atomic_torch_save(checkpoint, path)
+    weights = {k: checkpoint[k] for k in ("model", "ema") if k in checkpoint}
+    bad = {k: names for k, names in ((k, _non_finite(v)) for k, v in weights.items()) if names}
+    if bad:
+        raise FloatingPointError(
+            f"the weights hold NaN or inf ({'; '.join(f'{k}: {v[:3]}' for k, v in bad.items())}): not written, so "
+            f"{path} keeps its last good checkpoint. Lower TrainConfig.lr, keep grad_clip on"
+        )
+    _atomic_torch_save({**checkpoint, "weights_sha256": {k: _weights_sha256(v) for k, v in weights.items()}}, path)
     return path
 
 
@@ -255,6 +328,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"{path} is not a readable ddpm_tutor checkpoint ({exc.__class__.__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a ddpm_tutor checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    _require(ckpt, path, ("step", "train_config", "ema"), "every use", "it is damaged: use an earlier copy, or retrain")
+    for which, recorded in (ckpt.get("weights_sha256") or {}).items():  # checkpoints from before the record load as they are
+        if which in ckpt and _weights_sha256(ckpt[which]) != recorded:
+            raise ValueError(
+                f"{path} is corrupt: its {which!r} weights differ from the sha256 recorded when it was saved "
+                "(the file changed after it was written); use an earlier copy, or retrain"
+            )
+    for which in ("model", "ema"):
+        bad = _non_finite(ckpt[which]) if which in ckpt else []
+        if bad:
+            raise ValueError(f"{path}: its {which!r} weights hold NaN or inf ({bad[:3]}); use an earlier checkpoint of the run")
     return ckpt
 
 
@@ -266,7 +350,10 @@ def _load_weights(model: UNet, checkpoint: dict[str, Any], which: str) -> None:
             "the checkpoint was trained with a different UNetConfig; differing fields: " + "; ".join(differing)
             + ". Build the model with UNetConfig.from_dict(checkpoint['train_config']['unet'])."
         )
-    model.load_state_dict(checkpoint[which])
+    if which not in checkpoint:
+        raise ValueError(f"the checkpoint holds no {which!r} weights (it holds {sorted(checkpoint)}); "
+                         "an exported checkpoint keeps both 'model' and 'ema': use which='ema'")
+    _load_state(model, checkpoint[which], which)
 
 
 def _memory_format(config: TrainConfig) -> torch.memory_format:
@@ -284,6 +371,7 @@ def load_model(
     """
     if which not in ("ema", "model"):
         raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
+    device = resolve_device(device)
     ckpt = load_checkpoint(path, map_location=device)
     config = TrainConfig.from_dict(ckpt["train_config"])
     model = UNet(config.unet)
@@ -301,6 +389,12 @@ def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSche
 
     The file's sha256 is checked against ``weights/mnist_ddpm.json`` before loading.
     """
+    model, schedule, _ = load_model(_verified_pretrained(), which="ema", device=device)
+    return model, schedule
+
+
+def _verified_pretrained() -> Path:
+    """:data:`PRETRAINED`, after checking its sha256 against ``weights/mnist_ddpm.json`` (every load goes through here)."""
     meta_path = PRETRAINED.with_suffix(".json")
     if not PRETRAINED.is_file() or not meta_path.is_file():
         raise FileNotFoundError(
@@ -312,19 +406,26 @@ def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSche
         raise ValueError(
             f"{PRETRAINED.name} has sha256 {digest}, expected {meta['sha256']}: the file is corrupt; reinstall ddpm-tutor"
         )
-    model, schedule, _ = load_model(PRETRAINED, which="ema", device=device)
-    return model, schedule
+    return PRETRAINED
 
 
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write a slim copy of a checkpoint for shipping (weights and configs; no optimiser state),
     plus ``dst`` with suffix ``.json`` recording its sha256, step, training time and ``note``.
 
-    Returns the JSON record. Both files are written atomically.
+    Returns the JSON record. Both files are written atomically; ``dst`` may be neither ``src`` (the training
+    checkpoint would be lost) nor a name whose record would land on it (a ``.json``) or on ``src``.
     """
+    dst, record_path = Path(dst), Path(dst).with_suffix(".json")
+    if record_path == dst:
+        raise ValueError(f"dst={str(dst)!r}: the record of the export is written to dst with suffix .json, which would "
+                         "replace the export itself; name the export with another suffix, e.g. .pt")
+    for target in (dst, record_path):
+        if Path(src).resolve() == target.resolve():
+            raise ValueError(f"exporting {str(src)!r} would overwrite it with {'the slim copy' if target == dst else 'the record'} "
+                             f"({target}); the training checkpoint would be lost: write the export under another name")
     ckpt = load_checkpoint(src)
     slim = {k: ckpt[k] for k in ("format", "step", "train_config", "model", "ema", "history", "train_seconds", "torch_version", "init_from") if k in ckpt}
-    dst = Path(dst)
     save_checkpoint(dst, slim)
     record = {
         "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(),
@@ -339,8 +440,8 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict
     with os.fdopen(fd, "w") as fh:
         json.dump(record, fh, indent=2)
         fh.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dst.with_suffix(".json"))
+    os.chmod(tmp, default_mode())
+    os.replace(tmp, record_path)
     return record
 
 
@@ -402,7 +503,7 @@ def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: 
 
 def _start_from(model: UNet, config: TrainConfig, init_from: str | os.PathLike) -> dict[str, Any]:
     """Load the EMA weights of checkpoint ``init_from`` into ``model``; return the record of where they came from."""
-    path = PRETRAINED if str(init_from) == "pretrained" else Path(init_from)
+    path = _verified_pretrained() if str(init_from) == "pretrained" else Path(init_from)
     source = load_checkpoint(path)
     def network_and_schedule(c: TrainConfig) -> dict[str, Any]:  # T is unet.T (TrainConfig checks they agree)
         return {"schedule": c.schedule, **{f"unet.{k}": v for k, v in c.unet.to_dict().items()}}
@@ -413,7 +514,7 @@ def _start_from(model: UNet, config: TrainConfig, init_from: str | os.PathLike) 
             f"init_from={str(init_from)!r} holds a network or noise schedule other than this run's; differing fields: "
             + "; ".join(differing) + ". Fine-tune with the config it was trained with (its profile and overrides)."
         )
-    model.load_state_dict(source["ema"])
+    _load_state(model, source["ema"], "ema")
     return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "step": int(source["step"]),
             "train_config": source["train_config"]}
 
@@ -464,7 +565,9 @@ def train(
         config = profile_config(config)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig or a profile name, got {type(config).__name__}")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
+    if out_dir is not None:  # before any training: a read-only or mistyped out_dir fails now, not at the first checkpoint
+        check_writable_folder(out_dir, "out_dir")
     images = _training_images(config, data, data_root).to(device)
     if tuple(images.shape[1:]) != (config.unet.in_channels, config.unet.image_size, config.unet.image_size):
         raise ValueError(f"data has images of shape {tuple(images.shape[1:])}, but the UNetConfig expects "
@@ -486,6 +589,8 @@ def train(
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
+        _require(ckpt, ckpt_path, ("model", "optimizer", "ema_n_averaged", "history", "cpu_rng_state"), "resuming",
+                 "an exported (slim) checkpoint cannot be resumed: fine-tune from it with init_from in another out_dir")
         # Fields that only say how long to run or how often to log may change on resume (e.g. more steps,
         # unless the learning rate decays over them: checked below).
         free = {"steps", "log_every", "sample_every", "sample_count", "checkpoint_every", "compile"}
@@ -498,6 +603,12 @@ def train(
             raise CheckpointMismatchError(
                 f"{ckpt_path} was written by a run with a different configuration; differing fields: "
                 + "; ".join(differing) + ". Use another out_dir, or resume=False to start over."
+            )
+        if int(ckpt["step"]) > config.steps:
+            raise ValueError(
+                f"{ckpt_path} has already trained {int(ckpt['step'])} steps, more than steps={config.steps}: there is "
+                f"nothing to train, and fewer steps cannot undo steps taken. Resume with steps >= {int(ckpt['step'])}, "
+                "or use another out_dir (or resume=False to start over)"
             )
         if config.lr_decay == "cosine" and config.steps != planned.steps:
             at = int(ckpt["step"])
@@ -514,7 +625,7 @@ def train(
                 f"{_describe_origin(origin)}. Resume with the init_from it started from, or use another out_dir."
             )
         _load_weights(model, ckpt, "model")
-        ema.module.load_state_dict(ckpt["ema"])
+        _load_state(ema.module, ckpt["ema"], "ema")
         ema.n_averaged.fill_(int(ckpt["ema_n_averaged"]))
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -585,10 +696,11 @@ def train(
                 loss = (per_image * loss_weights[t]).mean()
             else:
                 loss = simple_loss(step_model, schedule, x0, t=t, noise=eps)  # Algorithm 1, line 5
-        if not torch.isfinite(loss):
+        if not loss < EXPLODED_LOSS:  # NaN, inf, or exploded (warm-up included); NaN < x is False
             raise FloatingPointError(
-                f"the loss became {loss.item()} at step {step}: training stopped instead of producing black images. "
-                "Lower TrainConfig.lr, keep grad_clip on, or set mixed_precision='off'"
+                f"the loss became {loss.item():.4g} at step {step} (NaN, inf or above {EXPLODED_LOSS:g}: the run "
+                "exploded): training stopped instead of producing noise or black images. "
+                f"Lower TrainConfig.lr (now {config.lr:g}), keep grad_clip on, or set mixed_precision='off'"
                 + (f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "")
             )
         optimizer.zero_grad(set_to_none=True)

@@ -57,8 +57,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, data_root=args.data, out_dir=args.out, resume=not args.no_resume, device=args.device,
                        init_from=args.init_from)
-    except (FileNotFoundError, ValueError) as err:  # a missing or mismatched checkpoint: the message says what to do
-        raise SystemExit(f"train: {err}") from None
+    except (OSError, ValueError, FloatingPointError) as err:  # a missing or mismatched checkpoint, an exploded run,
+        raise SystemExit(f"train: {err}") from None  # a full disk: the message says what to do
     last = result.history["loss"][-1] if result.history["loss"] else float("nan")
     print(f"trained {result.steps_run} steps in {result.seconds / 60:.1f} min; last loss {last:.4f}")
     print(f"checkpoint: {result.checkpoint}")
@@ -83,15 +83,21 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             check_output_file(args.quality_json, "--quality-json")
     except ValueError as err:
         raise SystemExit(f"sample: {err}") from None
-    if args.checkpoint == "pretrained":
-        model, schedule = load_pretrained(device)
-    else:
-        model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+    try:
+        if args.checkpoint == "pretrained":
+            model, schedule = load_pretrained(device)
+        else:
+            model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+    except (FileNotFoundError, ValueError) as err:  # missing, corrupt or mismatched: the message says what to do
+        raise SystemExit(f"sample: {err}") from None
     generator = torch.Generator(device=device).manual_seed(args.seed)
     shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
     batch = min(args.batch_size or args.n, args.n)
     start = time.perf_counter()
-    x = sample(model, schedule, shape, generator=generator, variance=args.variance, batch_size=batch)
+    try:
+        x = sample(model, schedule, shape, generator=generator, variance=args.variance, batch_size=batch)
+    except FloatingPointError as err:  # NaN samples: no black image, and a non-zero exit status
+        raise SystemExit(f"sample: {err}") from None
     seconds = time.perf_counter() - start
     path = save_image_grid(x, args.out)
     batches = f", in batches of {batch}" if batch < args.n else ""
@@ -124,7 +130,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .training import export_checkpoint
 
     note = {"command": args.command_note} if args.command_note else None
-    record = export_checkpoint(args.checkpoint, args.out, note=note)
+    try:
+        record = export_checkpoint(args.checkpoint, args.out, note=note)
+    except (OSError, ValueError) as err:  # the message names the problem and the fix
+        raise SystemExit(f"export: {err}") from None
     print(f"wrote {args.out} ({record['bytes'] / 1e6:.1f} MB, sha256 {record['sha256']})")
     return 0
 

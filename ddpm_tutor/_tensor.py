@@ -93,19 +93,20 @@ def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
     return value
 
 
-def check_float_data(x: torch.Tensor, name: str, model_range: bool = False) -> None:
+def check_float_data(x: torch.Tensor, name: str, model_range: bool = False, values: bool = True) -> None:
     """Raise unless ``x`` is real floating-point data of the model's scale; the message names the conversion.
 
     Integer (e.g. ``uint8`` pixels), boolean and complex tensors are refused (``TypeError``). Values are
     checked (``ValueError``) only where that costs no wait on an accelerator, i.e. for CPU tensors, or where
     the caller asks with ``model_range=True`` (a public boundary called once, such as the bound): then every
     value must lie in [-1, 1]; otherwise values beyond +-:data:`PIXEL_SCALE` are refused as unconverted pixels.
+    ``values=False`` checks the dtype only (for a step run many times in a loop).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a real floating-point tensor in [-1, 1], got dtype {x.dtype}; {_TO_MODEL_RANGE}")
-    if x.numel() == 0 or not (model_range or x.device.type == "cpu"):
+    if not values or x.numel() == 0 or not (model_range or x.device.type == "cpu"):
         return
     lo, hi = (float(v) for v in torch.aminmax(x.detach()))
     bound = 1.0 + 1e-3 if model_range else PIXEL_SCALE

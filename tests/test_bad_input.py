@@ -594,3 +594,11 @@ def test_cli_refuses_a_corrupt_checkpoint_and_an_export_onto_itself(ckpt, tmp_pa
     torch.save(saved, ckpt)
     with pytest.raises(SystemExit, match=r"sample: .*checkpoint.pt is corrupt: its 'model' weights differ"):
         main(["sample", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.png"), "--device", "cpu"])
+
+
+def test_a_checkpoint_whose_schedule_and_network_disagree_on_T_is_refused(ckpt):
+    saved = tr.load_checkpoint(ckpt)
+    saved["train_config"]["T"] = 10  # the schedule would have 10 steps, the network was trained for 20
+    torch.save(saved, ckpt)
+    with pytest.raises(ValueError, match=r"TrainConfig.T=10 but unet.T=20; they must agree"):
+        tr.load_model(ckpt)

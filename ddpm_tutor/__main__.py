@@ -66,7 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    """Draw samples from a checkpoint with Algorithm 2 and save them as a PNG grid."""
+    """Draw samples from a checkpoint with Algorithm 2 and save them as an image grid (the format --out names)."""
     import torch
 
     from ._files import check_output_file, image_format
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser(
         "sample",
-        help="draw samples from a checkpoint (Algorithm 2) into a PNG grid",
+        help="draw samples from a checkpoint (Algorithm 2) into an image grid (PNG, JPEG, ...)",
         description="Start from x_T ~ N(0, I) and denoise step by step with the checkpoint's EMA weights.",
     )
     sa.add_argument("--checkpoint", required=True,

@@ -231,7 +231,7 @@ def test_conditional_checkpoint_round_trip(tmp_path, monkeypatch, data):
     for a, b in zip(model.state_dict().values(), resumed.ema_model.state_dict().values()):
         assert torch.equal(a, b)
     ck.export_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "cond.pt")
-    monkeypatch.setattr(tr, "PRETRAINED_CONDITIONAL", tmp_path / "cond.pt")
+    monkeypatch.setattr(ck, "PRETRAINED_CONDITIONAL", tmp_path / "cond.pt")
     model, schedule = dt.load_pretrained("mnist-conditional")
     assert model.config.num_classes == 10 and not model.training
     x = dt.sample(model, schedule, (3, 1, 28, 28), labels=torch.tensor([7, 0, 9]), guidance=3.0, progress=False)
@@ -244,7 +244,7 @@ def test_load_pretrained_names(monkeypatch, tmp_path):
         dt.load_pretrained("cifar")
     with pytest.raises(ValueError, match="device="):
         dt.load_pretrained("cpu")
-    monkeypatch.setattr(tr, "PRETRAINED_CONDITIONAL", tmp_path / "missing.pt")
+    monkeypatch.setattr(ck, "PRETRAINED_CONDITIONAL", tmp_path / "missing.pt")
     with pytest.raises(FileNotFoundError, match="--conditional"):
         dt.load_pretrained("mnist-conditional")
 

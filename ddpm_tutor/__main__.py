@@ -64,8 +64,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, data_root=args.data, out_dir=args.out, resume=not args.no_resume, device=args.device,
                        init_from=args.init_from)
-    except (FileNotFoundError, ValueError) as err:  # a missing or mismatched checkpoint: the message says what to do
-        raise SystemExit(f"train: {err}") from None
+    except (OSError, ValueError, FloatingPointError) as err:  # a missing or mismatched checkpoint, an exploded run,
+        raise SystemExit(f"train: {err}") from None  # a full disk: the message says what to do
     last = result.history["loss"][-1] if result.history["loss"] else float("nan")
     print(f"trained {result.steps_run} steps in {result.seconds / 60:.1f} min; last loss {last:.4f}")
     print(f"checkpoint: {result.checkpoint}")
@@ -73,20 +73,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    """Draw samples from a checkpoint with a sampler (Algorithm 2 by default) and save them as a PNG grid."""
+    """Draw samples from a checkpoint with a sampler (Algorithm 2 by default) and save them as an image grid
+    (the format --out names)."""
     import torch
 
+    from ._tensor import resolve_device
+    from .checkpoints import load_model, load_pretrained
+    from .files import atomic_write_text, check_output_file, image_format
     from .plotting import save_image_grid
     from .sampling import sample
-    from .checkpoints import load_model, load_pretrained
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:  # everything that can be checked before minutes of sampling
+        device = str(resolve_device(args.device))
+        check_output_file(args.out, "--out")
+        image_format(args.out)
+        if args.quality_json:
+            check_output_file(args.quality_json, "--quality-json")
+    except ValueError as err:
+        raise SystemExit(f"sample: {err}") from None
     try:
         if args.checkpoint == "pretrained" or args.checkpoint.startswith("pretrained:"):
             model, schedule = load_pretrained(args.checkpoint.partition(":")[2] or "mnist", device=device)
         else:
             model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # missing, corrupt or mismatched: the message says what to do
         raise SystemExit(f"sample: {err}") from None
     num_classes = model.config.num_classes
     if args.labels is not None and num_classes is None:
@@ -106,10 +116,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
     batch = min(args.batch_size or args.n, args.n)
     start = time.perf_counter()
-    try:  # the sampler's options are validated there; the messages name the option
+    try:  # the sampler's options are validated there (the messages name the option); NaN samples stop it,
         x = sample(model, schedule, shape, sampler=args.sampler, steps=args.steps, eta=args.eta, generator=generator,
                    variance=args.variance, batch_size=batch, labels=labels, guidance=args.guidance)
-    except ValueError as err:
+    except (ValueError, FloatingPointError) as err:  # so no black image is written, and the exit status is non-zero
         raise SystemExit(f"sample: {err}") from None
     seconds = time.perf_counter() - start
     path = save_image_grid(x, args.out, nrow=len(args.labels) if args.labels is not None else None)
@@ -142,7 +152,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 "device": str(device),
                 "torch_version": torch.__version__,
             }
-            Path(args.quality_json).write_text(json.dumps(record, indent=2) + "\n")
+            atomic_write_text(args.quality_json, json.dumps(record, indent=2) + "\n")
             print(f"wrote {args.quality_json}")
     return 0
 
@@ -150,14 +160,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     """Draw N samples from a checkpoint and measure them: FID, KID, precision/recall, each beside its floor."""
     import inspect
-    import os
-    import tempfile
 
     import torch
 
-    from .evaluation import evaluate
-    from .sampling import sample
+    from ._tensor import resolve_device
     from .checkpoints import load_model, load_pretrained
+    from .evaluation import evaluate
+    from .files import atomic_write_text
+    from .sampling import sample
 
     json_path = Path(args.json) if args.json else None
     if json_path is not None and not json_path.parent.is_dir():  # fail now, not after minutes of sampling
@@ -167,16 +177,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     missing = [name for name in sampler_kwargs if name not in accepted]
     if missing:
         raise SystemExit(f"evaluate: this version's sample() has no {', '.join('--' + m for m in missing)} option; leave it out")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.checkpoint == "pretrained":
-        model, schedule = load_pretrained(device=device)
-    else:
-        model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+    try:  # a device that is not there, a missing, corrupt or mismatched checkpoint: one line saying what to do
+        device = str(resolve_device(args.device))
+        if args.checkpoint == "pretrained":
+            model, schedule = load_pretrained(device=device)
+        else:
+            model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"evaluate: {err}") from None
     generator = torch.Generator(device=device).manual_seed(args.seed)
     try:
         record = evaluate(model, schedule, n=args.n, generator=generator, batch_size=args.batch_size,
                           floor_draws=args.floor_draws, inception=args.inception, **sampler_kwargs)
-    except RuntimeError as err:  # e.g. --inception without the Inception weights: the message says what to do
+    except (RuntimeError, FloatingPointError) as err:  # e.g. --inception without its weights, NaN samples
         raise SystemExit(f"evaluate: {err}") from None
     print(record)
     if json_path is not None:
@@ -189,14 +202,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "torch_version": torch.__version__,
             "command": "python -m ddpm_tutor evaluate " + " ".join(sys.argv[2:] if args.argv is None else args.argv),
         }
-        fd, tmp = tempfile.mkstemp(dir=json_path.parent, prefix=json_path.name + ".", suffix=".tmp")
-        os.close(fd)
-        try:
-            Path(tmp).write_text(json.dumps(out, indent=2) + "\n")
-            os.replace(tmp, json_path)  # atomic: the old file or the new one
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write_text(json_path, json.dumps(out, indent=2) + "\n")  # the old file or the new one
         print(f"wrote {json_path}")
     return 0
 
@@ -206,7 +212,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .checkpoints import export_checkpoint
 
     note = {"command": args.command_note} if args.command_note else None
-    record = export_checkpoint(args.checkpoint, args.out, note=note)
+    try:
+        record = export_checkpoint(args.checkpoint, args.out, note=note)
+    except (OSError, ValueError) as err:  # the message names the problem and the fix
+        raise SystemExit(f"export: {err}") from None
     print(f"wrote {args.out} ({record['bytes'] / 1e6:.1f} MB, sha256 {record['sha256']})")
     return 0
 
@@ -297,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser(
         "sample",
-        help="draw samples from a checkpoint (Algorithm 2, DDIM, DPM-Solver++) into a PNG grid",
+        help="draw samples from a checkpoint (Algorithm 2, DDIM, DPM-Solver++) into an image grid (PNG, JPEG, ...)",
         description="Start from x_T ~ N(0, I) and denoise step by step with the checkpoint's EMA weights, "
         "with all T steps of Algorithm 2 (the default) or a faster sampler in --steps network evaluations.",
     )
@@ -312,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--guidance", type=float, default=1.0, metavar="S",
                     help="classifier-free guidance scale s with --labels: eps_u + s (eps_c - eps_u); 0 unconditional, "
                     "1 conditional (default), above 1 guided, e.g. 3")
-    sa.add_argument("--out", default="samples.png", help="PNG file to write (default samples.png)")
+    sa.add_argument("--out", default="samples.png",
+                    help="image file to write, in the format its suffix names: .png, .jpg, ... (default samples.png)")
     sa.add_argument("--seed", type=int, default=0, help="seed of the sampler's generator (default 0)")
     sa.add_argument("--batch-size", type=_positive_int, default=None,
                     help="draw the samples in batches of this many (default: all N at once). Smaller batches bound "

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["extract", "check_t", "check_same_shape", "check_choice"]
+__all__ = ["extract", "check_t", "check_same_shape", "check_choice", "check_float_data", "PIXEL_SCALE",
+           "check_model_output", "check_finite", "check_model_T", "resolve_device"]
+
+#: Values beyond +-PIXEL_SCALE cannot be data in the model's range [-1, 1], nor the book's standardised toy
+#: data (a few standard deviations): they are pixels that were not converted (0..255).
+PIXEL_SCALE = 10.0
+
+_TO_MODEL_RANGE = "convert uint8 pixels 0..255 with ddpm_tutor.data.to_model_range(images)"
 
 
 def check_t(t: torch.Tensor | int, T: int, batch: int | None = None, name: str = "t") -> torch.Tensor:
@@ -94,3 +101,101 @@ def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_float_data(x: torch.Tensor, name: str, model_range: bool = False, values: bool = True) -> None:
+    """Raise unless ``x`` is real floating-point data of the model's scale; the message names the conversion.
+
+    Integer (e.g. ``uint8`` pixels), boolean and complex tensors are refused (``TypeError``). Values are
+    checked (``ValueError``) only where that costs no wait on an accelerator, i.e. for CPU tensors, or where
+    the caller asks with ``model_range=True`` (a public boundary called once, such as the bound): then every
+    value must lie in [-1, 1]; otherwise values beyond +-:data:`PIXEL_SCALE` are refused as unconverted pixels.
+    ``values=False`` checks the dtype only (for a step run many times in a loop).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a real floating-point tensor in [-1, 1], got dtype {x.dtype}; {_TO_MODEL_RANGE}")
+    if not values or x.numel() == 0 or not (model_range or x.device.type == "cpu"):
+        return
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    bound = 1.0 + 1e-3 if model_range else PIXEL_SCALE
+    # NaN passes here unless model_range is asked for: a NaN batch in training is reported as a NaN loss
+    if lo < -bound or hi > bound or (model_range and not -bound <= lo <= hi <= bound):
+        raise ValueError(
+            f"{name} must hold data in the model's range [-1, 1], got values in [{lo:.4g}, {hi:.4g}]; {_TO_MODEL_RANGE}"
+        )
+
+
+def check_model_output(eps_theta: object, xt: torch.Tensor) -> torch.Tensor:
+    """Return ``eps_theta`` if it is what ``model(xt, t)`` must return: a float tensor shaped like ``xt``.
+
+    A model returning ``None``, a tuple, a NumPy array or a tensor of another shape gets a ``TypeError``
+    (``ValueError`` for the shape) that says what the model must return. Costs no wait on an accelerator.
+    """
+    if not isinstance(eps_theta, torch.Tensor):
+        hint = (" (it returned a tuple or list: wrap it, e.g. lambda xt, t: net(xt, t)[0])"
+                if isinstance(eps_theta, (tuple, list)) else "")
+        raise TypeError(
+            f"model(xt, t) must return eps_theta, a torch.Tensor shaped like xt {tuple(xt.shape)}, "
+            f"got {type(eps_theta).__name__}{hint}"
+        )
+    if not eps_theta.is_floating_point():
+        raise TypeError(f"model(xt, t) must return a floating-point eps_theta, got dtype {eps_theta.dtype}")
+    if eps_theta.shape != xt.shape:
+        raise ValueError(
+            f"model(xt, t) must return eps_theta shaped like xt {tuple(xt.shape)}, got {tuple(eps_theta.shape)}"
+        )
+    return eps_theta
+
+
+def check_finite(x: torch.Tensor, what: str, step: int | None = None) -> torch.Tensor:
+    """Return ``x``, or raise ``FloatingPointError`` naming ``what`` (and the code ``step``) if it holds NaN or inf.
+
+    This waits for ``x`` to be computed (a host sync on an accelerator).
+    """
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        at = f" at code step t={step}" if step is not None else ""
+        raise FloatingPointError(
+            f"{what} became non-finite{at} ({bad} of {x.numel()} values are NaN or inf): stopped there instead of "
+            "returning NaN. The model's weights or output are broken: check that the checkpoint loads finite "
+            "weights and that model(xt, t) returns finite values"
+        )
+    return x
+
+
+def check_model_T(model: object, T: int) -> None:
+    """Raise ``ValueError`` unless a model that knows its number of diffusion steps (``model.config.T``) has ``T``."""
+    config = getattr(model, "config", None)
+    model_T = getattr(config, "T", None)
+    if isinstance(model_T, int) and model_T != T:
+        raise ValueError(
+            f"the model was built for T={model_T} diffusion steps but the schedule has T={T}; sample and evaluate "
+            f"with the schedule it was trained with (load_model returns both), e.g. build_schedule(config)"
+        )
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` that this machine has (None: CUDA if available, else the CPU).
+
+    ``ValueError`` naming the fix for a name torch does not know (``"bogus"``) or a device that is absent
+    (``"cuda"`` without CUDA, ``"cuda:3"`` on a machine with one GPU).
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device={str(device)!r} is not a torch device; use 'cpu', or 'cuda' on a GPU") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} needs CUDA, which this machine or this torch build ({torch.__version__}) "
+                "does not have; use device 'cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r}: MPS is not available on this machine; use device 'cpu'")
+    return dev

@@ -2,11 +2,13 @@
 
 A checkpoint is a plain dict of tensors and numbers (``torch.load(..., weights_only=True)`` reads it,
 so a file cannot run code) that carries the :class:`~ddpm_tutor.config.TrainConfig` of the run
-that wrote it. Every write is atomic (:func:`ddpm_tutor.files.atomic_write`).
+that wrote it and the sha256 of its weights, verified on every load. Every write is atomic
+(:func:`ddpm_tutor.files.atomic_write`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ._tensor import resolve_device
 from .config import TrainConfig, build_schedule, memory_format
 from .files import atomic_write, atomic_write_text, load_verified, sha256_file
 from .schedules import NoiseSchedule
@@ -72,13 +75,69 @@ def diff_fields(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
             for k in keys if expected.get(k) != found.get(k)]
 
 
+def _weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state_dict's names, dtypes, shapes and values (independent of device and memory format)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(state[name].shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state_dict that hold NaN or inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def require_keys(ckpt: dict[str, Any], path: Path, keys: tuple[str, ...], purpose: str, fix: str) -> None:
+    """``ValueError`` naming ``path``, the keys of ``keys`` that ``ckpt`` lacks, ``purpose`` and ``fix``."""
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} lacks {missing} (it holds {sorted(ckpt)}), which {purpose} needs; {fix}")
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], which: str) -> None:
+    """``model.load_state_dict(state)`` with a short message when the weights do not fit the network."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        here = model.state_dict()
+        shapes = [f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(here[k].shape)} here"
+                  for k, v in state.items() if k in here and v.shape != here[k].shape]
+        missing, extra = sorted(set(here) - set(state)), sorted(set(state) - set(here))
+        raise CheckpointMismatchError(
+            f"the checkpoint's {which!r} weights do not fit this network: {len(shapes)} tensor(s) of another shape"
+            + (f" ({'; '.join(shapes[:3])}{'; ...' if len(shapes) > 3 else ''})" if shapes else "")
+            + f", {len(missing)} missing{f' ({missing[:3]})' if missing else ''}, {len(extra)} unexpected"
+            + f"{f' ({extra[:3]})' if extra else ''}. Its train_config does not describe its weights: the file was "
+            "edited or written by another version of ddpm_tutor; load it with that version, or retrain"
+        ) from None
+
+
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
-    """Write a checkpoint dict atomically (a temporary file in the same folder, fsync, then ``os.replace``)."""
-    return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+    """Write a checkpoint dict atomically (a temporary file in the same folder, fsync, then ``os.replace``).
+
+    The sha256 of its ``"model"`` and ``"ema"`` weights is recorded in it (``"weights_sha256"``), which
+    :func:`load_checkpoint` verifies. Weights holding NaN or inf are not written (``FloatingPointError``), so
+    the last good checkpoint at ``path`` stays; a full disk is an ``OSError`` that says so.
+    """
+    path = Path(path)
+    weights = {k: checkpoint[k] for k in ("model", "ema") if k in checkpoint}
+    bad = {k: names for k, names in ((k, _non_finite(v)) for k, v in weights.items()) if names}
+    if bad:
+        raise FloatingPointError(
+            f"the weights hold NaN or inf ({'; '.join(f'{k}: {v[:3]}' for k, v in bad.items())}): not written, so "
+            f"{path} keeps its last good checkpoint. Lower TrainConfig.lr, keep grad_clip on"
+        )
+    recorded = {**checkpoint, "weights_sha256": {k: _weights_sha256(v) for k, v in weights.items()}}
+    return atomic_write(path, lambda tmp: torch.save(recorded, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(..., weights_only=True)``; clear errors for a missing or foreign file."""
+    """Read a checkpoint with ``torch.load(..., weights_only=True)``; clear errors for a missing or foreign file,
+    one that lacks its configuration or weights, weights that differ from the sha256 recorded at save (a
+    corrupted file), and weights holding NaN or inf."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m ddpm_tutor train --out DIR`")
@@ -88,6 +147,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"{path} is not a readable ddpm_tutor checkpoint ({exc.__class__.__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a ddpm_tutor checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    require_keys(ckpt, path, ("step", "train_config", "ema"), "every use", "it is damaged: use an earlier copy, or retrain")
+    for which, recorded in (ckpt.get("weights_sha256") or {}).items():  # checkpoints from before the record load as they are
+        if which in ckpt and _weights_sha256(ckpt[which]) != recorded:
+            raise ValueError(
+                f"{path} is corrupt: its {which!r} weights differ from the sha256 recorded when it was saved "
+                "(the file changed after it was written); use an earlier copy, or retrain"
+            )
+    for which in ("model", "ema"):
+        bad = _non_finite(ckpt[which]) if which in ckpt else []
+        if bad:
+            raise ValueError(f"{path}: its {which!r} weights hold NaN or inf ({bad[:3]}); use an earlier checkpoint of the run")
     return ckpt
 
 
@@ -100,7 +170,10 @@ def load_weights(model: UNet, checkpoint: dict[str, Any], which: str) -> None:
             "the checkpoint was trained with a different UNetConfig; differing fields: " + "; ".join(differing)
             + ". Build the model with UNetConfig.from_dict(checkpoint['train_config']['unet'])."
         )
-    model.load_state_dict(checkpoint[which])
+    if which not in checkpoint:
+        raise ValueError(f"the checkpoint holds no {which!r} weights (it holds {sorted(checkpoint)}); "
+                         "an exported checkpoint keeps both 'model' and 'ema': use which='ema'")
+    load_state(model, checkpoint[which], which)
 
 
 def load_model(
@@ -113,6 +186,7 @@ def load_model(
     """
     if which not in ("ema", "model"):
         raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
+    device = resolve_device(device)
     ckpt = load_checkpoint(path, map_location=device)
     model, schedule = _model_from(ckpt, which, device)
     return model, schedule, ckpt
@@ -142,6 +216,7 @@ def load_pretrained(name: str = "mnist", device: str | torch.device = "cpu") -> 
     ``name``: ``"mnist"`` (the default: the unconditional reference) or ``"mnist-conditional"`` (the
     class-conditional one of chapter 12). The file's sha256 is checked against its ``.json`` record before loading.
     """
+    device = resolve_device(device)
     return _model_from(_verified_pretrained_checkpoint(name), "ema", device)
 
 
@@ -160,7 +235,7 @@ def load_init_weights(model: UNet, config: TrainConfig, init_from: str | os.Path
             f"init_from={str(init_from)!r} holds a network or noise schedule other than this run's; differing fields: "
             + "; ".join(differing) + ". Fine-tune with the config it was trained with (its profile and overrides)."
         )
-    model.load_state_dict(source["ema"])
+    load_state(model, source["ema"], "ema")
     return {"sha256": sha256_file(path), "step": int(source["step"]), "train_config": source["train_config"]}
 
 
@@ -168,8 +243,17 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict
     """Write a slim copy of a checkpoint for shipping (weights and configs; no optimiser state),
     plus ``dst`` with suffix ``.json`` recording its sha256, step, training time and ``note``.
 
-    Returns the JSON record. Both files are written atomically.
+    Returns the JSON record. Both files are written atomically; ``dst`` may be neither ``src`` (the training
+    checkpoint would be lost) nor a name whose record would land on it (a ``.json``) or on ``src``.
     """
+    dst, record_path = Path(dst), Path(dst).with_suffix(".json")
+    if record_path == dst:
+        raise ValueError(f"dst={str(dst)!r}: the record of the export is written to dst with suffix .json, which would "
+                         "replace the export itself; name the export with another suffix, e.g. .pt")
+    for target in (dst, record_path):
+        if Path(src).resolve() == target.resolve():
+            raise ValueError(f"exporting {str(src)!r} would overwrite it with {'the slim copy' if target == dst else 'the record'} "
+                             f"({target}); the training checkpoint would be lost: write the export under another name")
     ckpt = load_checkpoint(src)
     slim = {k: ckpt[k] for k in ("format", "step", "train_config", "model", "ema", "history", "train_seconds", "torch_version", "init_from") if k in ckpt}
     dst = save_checkpoint(dst, slim)
@@ -182,5 +266,5 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict
         "torch_version": ckpt.get("torch_version"),
         **(note or {}),
     }
-    atomic_write_text(dst.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
     return record

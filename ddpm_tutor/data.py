@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .files import atomic_write, remove_orphans
+from .files import atomic_write, probe_writable, remove_orphans
 
 __all__ = [
     "MNISTError",
@@ -227,7 +227,16 @@ def download_mnist(
 
 def _download(root: Path, splits: tuple[str, ...], mirrors: tuple[str, ...], progress: bool) -> Path:
     """:func:`download_mnist` on an already resolved folder (created if missing)."""
-    root.mkdir(parents=True, exist_ok=True)
+    missing = [name for split in splits for name in FILES[split] if _find(root, name) is None]
+    if missing:  # a folder we cannot write into is not a network problem: say so before trying any mirror
+        try:
+            probe_writable(root)
+        except OSError as exc:
+            raise MNISTError(
+                f"cannot download {', '.join(missing)} into {root}: the folder cannot be written "
+                f"({exc.strerror or exc}); make it writable, or download into another folder (set {ENV_VAR} "
+                f"or pass root=), or copy the files into {root} yourself"
+            ) from exc
     for split in splits:
         for name in FILES[split]:
             if _find(root, name) is not None:
@@ -264,7 +273,14 @@ def _read_idx(root: Path, name: str, kind: str, download: bool, verify: bool) ->
             f"MNIST file {root / name} (or uncompressed {root / name[:-3]}) not found; {hint}, "
             f"or set {ENV_VAR} / pass root= to the folder that holds it"
         )
-    data = _decompressed(path, path.read_bytes())
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # e.g. PermissionError: no read permission on the file or the folder
+        raise MNISTError(
+            f"cannot read {path} ({exc.strerror or exc}); make it readable (e.g. chmod a+r), or copy the MNIST "
+            f"files into a folder you can read and set {ENV_VAR} / pass root= to it"
+        ) from exc
+    data = _decompressed(path, raw)
     fix = "delete it and re-run with download=True, or copy a good file there"
 
     magic, rank = (_MAGIC_IMAGES, 3) if kind == "images" else (_MAGIC_LABELS, 1)

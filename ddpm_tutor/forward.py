@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import torch
 
-from ._tensor import check_same_shape, check_t, extract
+from ._tensor import check_float_data, check_same_shape, check_t, extract
 from .schedules import NoiseSchedule
 
 __all__ = ["q_step", "q_sample"]
 
 
 def _noise_like(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
-    """Return ``noise`` (checked against ``x``) or fresh N(0, I) noise shaped like ``x``."""
+    """Return ``noise`` (checked against ``x``, cast to ``x``'s dtype) or fresh N(0, I) noise shaped like ``x``."""
     if noise is not None:
         check_same_shape(x, noise, "the input", "noise")
-        return noise
+        if not noise.is_floating_point():
+            raise TypeError(f"noise must be a real floating-point tensor of N(0, I) draws, got dtype {noise.dtype}")
+        return noise.to(x.dtype)
     if generator is not None and generator.device != x.device:
         return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -42,12 +44,16 @@ def q_step(
         schedule: the noise schedule.
         x_prev: ``(B, ...)`` float tensor, the previous state.
         t: code step(s), int or int64 ``(B,)`` in ``0..T-1``.
-        noise: optional ``(B, ...)`` standard normal noise, same shape as ``x_prev``.
+        noise: optional ``(B, ...)`` standard normal noise, same shape as ``x_prev`` (cast to its dtype).
         generator: optional ``torch.Generator`` used when ``noise`` is None.
 
     Returns:
         ``(B, ...)`` tensor, same shape and dtype as ``x_prev``.
+
+    Raises:
+        TypeError: ``x_prev`` is not a real floating-point tensor (convert pixels with ``data.to_model_range``).
     """
+    check_float_data(x_prev, "x_prev", values=False)  # a step in a loop: the dtype only, the values cost a pass
     t = check_t(t, schedule.T, batch=x_prev.shape[0])
     eps = _noise_like(x_prev, noise, generator)
     return extract(schedule.alphas.sqrt(), t, x_prev) * x_prev + extract(schedule.betas.sqrt(), t, x_prev) * eps
@@ -71,12 +77,18 @@ def q_sample(
         schedule: the noise schedule.
         x0: ``(B, ...)`` float tensor of clean data (images in [-1, 1]).
         t: code step(s), int or int64 ``(B,)`` in ``0..T-1``.
-        noise: optional ``(B, ...)`` standard normal eps, same shape as ``x0``.
+        noise: optional ``(B, ...)`` standard normal eps, same shape as ``x0`` (cast to its dtype).
         generator: optional ``torch.Generator`` used when ``noise`` is None.
 
     Returns:
         ``(B, ...)`` tensor x_t, same shape and dtype as ``x0``.
+
+    Raises:
+        TypeError: ``x0`` is not a real floating-point tensor, e.g. ``uint8`` pixels.
+        ValueError: a CPU ``x0`` holds values beyond +-10, i.e. pixels 0..255 as floats (see
+            :func:`ddpm_tutor._tensor.check_float_data`). Convert either with ``data.to_model_range``.
     """
+    check_float_data(x0, "x0")
     t = check_t(t, schedule.T, batch=x0.shape[0])
     eps = _noise_like(x0, noise, generator)
     return extract(schedule.alpha_bars.sqrt(), t, x0) * x0 + extract((1.0 - schedule.alpha_bars).sqrt(), t, x0) * eps

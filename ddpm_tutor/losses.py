@@ -21,7 +21,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ._tensor import check_choice, check_same_shape, check_t, extract
+from ._tensor import (check_choice, check_finite, check_float_data, check_model_T, check_model_output, check_same_shape,
+                      check_t, extract)
 from .forward import _noise_like, q_sample
 from .posterior import q_posterior
 from .reverse import VARIANCES, p_mean, p_variance
@@ -68,14 +69,14 @@ def simple_loss(
             (``(B,)``: each sample's mean squared error over its pixels, for loss-by-t plots).
     """
     check_choice(reduction, ("mean", "none"), "reduction")
+    check_model_T(model, schedule.T)
     if t is None:
         gen_device = generator.device if generator is not None else x0.device
         t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=gen_device).to(x0.device)
     t = check_t(t, schedule.T, batch=x0.shape[0]).to(x0.device)
     eps = _noise_like(x0, noise, generator)
     xt = q_sample(schedule, x0, t, noise=eps)
-    eps_theta = model(xt, t)
-    check_same_shape(eps, eps_theta, "noise", "the model output eps_theta")
+    eps_theta = check_model_output(model(xt, t), xt)
     per_sample = (eps - eps_theta.float()).pow(2).flatten(1).mean(dim=1)
     return per_sample.mean() if reduction == "mean" else per_sample
 
@@ -229,8 +230,19 @@ def vlb_bits_per_dim(
         variance: sigma_t^2, ``"beta"`` or ``"beta_tilde"``.
         batch_size: how many (image, step) pairs go through the network at once.
         progress: show a tqdm progress bar.
+
+    Raises:
+        TypeError, ValueError: ``x0`` is not float data in [-1, 1] (convert pixels with ``data.to_model_range``),
+            ``batch_size`` is not a positive int, or the model returns no tensor shaped like its input.
+        FloatingPointError: the model's output is NaN or inf (the message names the code steps).
     """
     check_choice(variance, VARIANCES, "variance")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int ((image, step) pairs per network call), got {batch_size!r}")
+    check_float_data(x0, "x0", model_range=True)  # the discretised decoder assumes the 256-level grid in [-1, 1]
+    if x0.dim() < 2 or x0.shape[0] < 1:
+        raise ValueError(f"x0 must be a batch (B, C, H, W) with B >= 1, got shape {tuple(x0.shape)}")
+    check_model_T(model, schedule.T)
     B, T = x0.shape[0], schedule.T
     dims = x0[0].numel()
     terms = torch.zeros(B, T, dtype=torch.float64, device=x0.device)
@@ -240,7 +252,8 @@ def vlb_bits_per_dim(
         idx, t = pairs[start : start + batch_size].unbind(1)
         x0_b = x0[idx]
         xt = q_sample(schedule, x0_b, t, generator=generator)
-        eps_theta = model(xt, t).float()
+        eps_theta = check_model_output(model(xt, t), xt).float()
+        check_finite(eps_theta, f"the model's output eps_theta (code steps {int(t.min())}..{int(t.max())})")
         out = torch.empty(idx.shape[0], dtype=torch.float64, device=x0.device)
         first = t == 0
         if first.any():

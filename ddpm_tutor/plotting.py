@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_write
+from .files import atomic_write, image_format
 
 __all__ = ["image_grid", "save_image_grid", "show_images"]
 
@@ -49,14 +49,17 @@ def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_v
 
 
 def save_image_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, scale: int = 2) -> Path:
-    """Write :func:`image_grid` of ``x`` as a PNG (atomically), each pixel drawn ``scale`` x ``scale``."""
+    """Write :func:`image_grid` of ``x`` (atomically), each pixel drawn ``scale`` x ``scale``, in the image format
+    that ``path``'s suffix names (``.png``, ``.jpg``, ...; ``ValueError`` for a suffix Pillow cannot write).
+    The file gets the usual mode (``0o666`` minus the umask)."""
     from PIL import Image
 
     path = Path(path)
+    fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = (image_grid(x, nrow) * 255).round().astype(np.uint8)
     image = Image.fromarray(grid, mode="L").resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    return atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
 
 
 def show_images(x: torch.Tensor, nrow: int | None = None, ax=None, title: str | None = None):

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ._tensor import check_choice
+from ._tensor import check_choice, check_model_T
 from .guidance import with_guidance
 from .reverse import VARIANCES
 from .samplers import SAMPLER_FUNCTIONS, SAMPLERS, Callback, trailing_timesteps
@@ -94,10 +94,13 @@ def sample(
 
     Raises:
         ValueError: an unknown sampler, ``steps`` outside 1..T, ``eta`` outside [0, 1] or given to another
-            sampler than DDIM, ``variance`` given to another sampler than DDPM.
+            sampler than DDIM, ``variance`` given to another sampler than DDPM; the model was built for
+            another T than the schedule's.
+        TypeError: the model returns no tensor shaped like its input.
         FloatingPointError: x_t became NaN or inf (the message names the step).
     """
     options = _check_options(schedule, sampler, steps, eta, variance)
+    check_model_T(model, schedule.T)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (B, C, H, W) with positive sizes, got {shape}")

@@ -11,6 +11,7 @@ casts the gathered values to the dtype of the tensor they multiply.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields
 
 import torch
@@ -99,12 +100,41 @@ def _check_T(T: int) -> int:
     return T
 
 
+def _check_real(value: object, name: str, fix: str) -> float:
+    """``value`` as a float; a ``ValueError`` naming ``name`` unless it is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}; {fix}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}; {fix}")
+    return value
+
+
 def linear_schedule(T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> NoiseSchedule:
-    """Linear betas from ``beta_1`` to ``beta_T`` (Ho et al. 2020, sec. 4: 1e-4 to 0.02 over T = 1000)."""
+    """Linear betas from ``beta_1`` to ``beta_T`` (Ho et al. 2020, sec. 4: 1e-4 to 0.02 over T = 1000).
+
+    The schedule must not decrease (``beta_1 <= beta_T``): the forward process adds more noise at each
+    step. A schedule of another shape, a decreasing one included, is built on purpose with
+    :func:`schedule_from_betas`. With ``T = 1`` there is a single beta, so ``beta_1`` must equal ``beta_T``.
+    """
     _check_T(T)
+    values = {}
     for name, value in (("beta_1", beta_1), ("beta_T", beta_T)):
-        if not 0.0 < float(value) < 1.0:
+        value = _check_real(value, name, "pass a float such as 1e-4")
+        if not 0.0 < value < 1.0:
             raise ValueError(f"{name} must lie strictly inside (0, 1), got {value}")
+        values[name] = value
+    beta_1, beta_T = values["beta_1"], values["beta_T"]
+    if beta_1 > beta_T:
+        raise ValueError(
+            f"beta_1={beta_1:g} > beta_T={beta_T:g}: a linear schedule adds more noise at each step, so beta_1 <= beta_T; "
+            "swap them, or build a decreasing schedule on purpose with schedule_from_betas(torch.linspace(beta_1, beta_T, T))"
+        )
+    if T == 1 and beta_1 != beta_T:
+        raise ValueError(
+            f"T=1 has a single step, so it cannot run from beta_1={beta_1:g} to beta_T={beta_T:g}; "
+            "use T >= 2, or give beta_1 == beta_T"
+        )
     return schedule_from_betas(torch.linspace(beta_1, beta_T, T, dtype=torch.float64))
 
 
@@ -115,8 +145,10 @@ def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) ->
     beta_t = 1 - alpha_bar(t) / alpha_bar(t-1), clipped to ``max_beta``.
     """
     _check_T(T)
+    s = _check_real(s, "s", "the small offset of the cosine schedule, e.g. 0.008")
     if not s >= 0:
-        raise ValueError(f"s must be >= 0 (the small offset of the cosine schedule), got {s}")
+        raise ValueError(f"s must be >= 0 (the small offset of the cosine schedule, e.g. 0.008), got {s}")
+    max_beta = _check_real(max_beta, "max_beta", "pass a float such as 0.999")
     if not 0.0 < max_beta < 1.0:
         raise ValueError(f"max_beta must lie strictly inside (0, 1), got {max_beta}")
     steps = torch.arange(T + 1, dtype=torch.float64)

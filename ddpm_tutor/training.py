@@ -10,9 +10,9 @@ Chapter 7 of the book. The loop in :func:`train` is short on purpose:
 
 Around it sit small helpers named beside it: :func:`_resume` (continue a run from its checkpoint),
 :class:`EMA` (an exponential moving average of the weights), :func:`_log` (the mean loss every
-``log_every`` steps, checked for NaN/inf there rather than at every step, so a GPU is never made to wait
-for the CPU), and :func:`_checkpoint` (an atomic checkpoint). The run's settings live in
-:mod:`ddpm_tutor.config`, the checkpoint files in :mod:`ddpm_tutor.checkpoints`.
+``log_every`` steps; every step's loss is checked there for NaN, inf or an explosion, rather than at
+every step, so a GPU is never made to wait for the CPU), and :func:`_checkpoint` (an atomic checkpoint).
+The run's settings live in :mod:`ddpm_tutor.config`, the checkpoint files in :mod:`ddpm_tutor.checkpoints`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from ._tensor import resolve_device
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     PRETRAINED,  # noqa: F401  (chapter 8 reads dt.training.PRETRAINED)
@@ -37,7 +38,9 @@ from .checkpoints import (
     diff_fields,
     load_checkpoint,
     load_init_weights,
+    load_state,
     load_weights,
+    require_keys,
     save_checkpoint,
 )
 from .config import (  # noqa: F401  (chapters 7 and 8 read PROFILES, PROFILE_NOTES, build_schedule here)
@@ -49,16 +52,21 @@ from .config import (  # noqa: F401  (chapters 7 and 8 read PROFILES, PROFILE_NO
     memory_format,
     profile_config,
 )
-from .files import remove_orphans
+from .files import check_writable_folder, remove_orphans
 from .losses import min_snr_weights, simple_loss
 from .schedules import NoiseSchedule
 from .unet import UNet
 
-__all__ = ["train", "TrainResult", "EMA", "loss_by_t", "DIVERGENCE_FACTOR"]
+__all__ = ["train", "TrainResult", "EMA", "loss_by_t", "DIVERGENCE_FACTOR", "EXPLODED_LOSS"]
 
 #: :func:`train` warns that a run has diverged when a logged loss exceeds its lowest one after the warm-up
 #: by this factor (seen: 0.017 -> 0.65 at lr 4e-3 with the cosine noise schedule; NaN and inf stop training).
 DIVERGENCE_FACTOR = 10.0
+
+#: :func:`train` stops when a step's loss exceeds this (or is NaN or inf), warm-up included: predicting
+#: eps_theta = 0 scores 1 (E eps^2 = 1), so a loss 100 times that means outputs about 10 times the noise
+#: they predict, a run that has exploded (seen: 9e20 at step 10 with lr = 1e9).
+EXPLODED_LOSS = 100.0
 
 
 @dataclass
@@ -146,15 +154,21 @@ def train(
             set); MNIST's training labels when ``data`` is None. Ignored by an unconditional network.
 
     Raises:
-        FloatingPointError: the loss became NaN or inf (checked every ``log_every`` steps and before every
-            checkpoint; the message says what to try).
+        FloatingPointError: a step's loss became NaN, inf or above :data:`EXPLODED_LOSS`, warm-up included
+            (every step's loss is checked every ``log_every`` steps and before every checkpoint, so the last
+            checkpoint written holds good weights; the message names it and says what to try).
         CheckpointMismatchError: ``out_dir`` holds a checkpoint of a different configuration.
+        ValueError: ``out_dir`` cannot be written (checked before training), ``device`` is not there, or
+            ``out_dir`` holds a checkpoint that cannot be resumed (an export, or more steps than ``config.steps``).
+        OSError: the disk filled up while checkpointing (the previous checkpoint is kept).
     """
     if config is None or isinstance(config, str):
         config = profile_config(config)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig or a profile name, got {type(config).__name__}")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
+    if out_dir is not None:  # before any training: a read-only or mistyped out_dir fails now, not at the first checkpoint
+        check_writable_folder(out_dir, "out_dir")
     images = _training_images(config, data, data_root).to(device)
     classes = _training_labels(config, images.shape[0], data, labels, data_root).to(device) if config.unet.num_classes else None
     schedule = build_schedule(config).to(device)
@@ -257,15 +271,17 @@ def _optimisation_step(
 
 def _log(run: _Run, config: TrainConfig, done: int, pending: list[torch.Tensor], bar, last_ckpt: Path | None,
          record: bool) -> None:
-    """Read the losses of the steps since the last call (one sync), stop on NaN/inf, and every ``log_every``
-    steps record their mean and warn if it jumped far above the lowest mean after the warm-up."""
+    """Read the losses of the steps since the last call (one sync), stop at the first that is NaN, inf or above
+    :data:`EXPLODED_LOSS` (warm-up included), and every ``log_every`` steps record their mean and warn if it
+    jumped far above the lowest mean after the warm-up."""
     losses = torch.stack(pending).float().tolist()
     first = done - len(losses)
-    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    bad = next((i for i, v in enumerate(losses) if not v < EXPLODED_LOSS), None)  # NaN < x is False
     if bad is not None:
         raise FloatingPointError(
-            f"the loss became {losses[bad]} at step {first + bad}: training stopped instead of producing black images. "
-            "Lower TrainConfig.lr, keep grad_clip on, or set mixed_precision='off'"
+            f"the loss became {losses[bad]:.4g} at step {first + bad} (NaN, inf or above {EXPLODED_LOSS:g}: the run "
+            "exploded): training stopped instead of producing noise or black images. "
+            f"Lower TrainConfig.lr (now {config.lr:g}), keep grad_clip on, or set mixed_precision='off'"
             + (f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "")
         )
     run.interval.extend(losses)  # a checkpoint or a snapshot may come between two log steps
@@ -350,6 +366,8 @@ def _new_run(config: TrainConfig, device: torch.device, init_from: str | os.Path
 def _resume(run: _Run, config: TrainConfig, ckpt_path: Path, device: torch.device) -> None:
     """Continue ``run`` from the checkpoint at ``ckpt_path``, after checking it was written by the same run."""
     ckpt = load_checkpoint(ckpt_path, map_location=device)
+    require_keys(ckpt, ckpt_path, ("model", "optimizer", "ema_n_averaged", "history", "cpu_rng_state"), "resuming",
+                 "an exported (slim) checkpoint cannot be resumed: fine-tune from it with init_from in another out_dir")
     # Fields that only say how long to run or how often to log may change on resume (e.g. more steps,
     # unless the learning rate decays over them: checked below).
     free = {"steps", "log_every", "sample_every", "sample_count", "checkpoint_every", "compile"}
@@ -362,6 +380,12 @@ def _resume(run: _Run, config: TrainConfig, ckpt_path: Path, device: torch.devic
         raise CheckpointMismatchError(
             f"{ckpt_path} was written by a run with a different configuration; differing fields: "
             + "; ".join(differing) + ". Use another out_dir, or resume=False to start over."
+        )
+    if int(ckpt["step"]) > config.steps:
+        raise ValueError(
+            f"{ckpt_path} has already trained {int(ckpt['step'])} steps, more than steps={config.steps}: there is "
+            f"nothing to train, and fewer steps cannot undo steps taken. Resume with steps >= {int(ckpt['step'])}, "
+            "or use another out_dir (or resume=False to start over)"
         )
     if config.lr_decay == "cosine" and config.steps != planned.steps:
         at = int(ckpt["step"])
@@ -378,7 +402,7 @@ def _resume(run: _Run, config: TrainConfig, ckpt_path: Path, device: torch.devic
             f"{_describe_origin(run.origin)}. Resume with the init_from it started from, or use another out_dir."
         )
     load_weights(run.model, ckpt, "model")
-    run.ema.module.load_state_dict(ckpt["ema"])
+    load_state(run.ema.module, ckpt["ema"], "ema")
     run.ema.n_averaged = int(ckpt["ema_n_averaged"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt.get("scaler"):

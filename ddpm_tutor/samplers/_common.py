@@ -7,6 +7,8 @@ from typing import Callable
 
 import torch
 
+from .._tensor import check_model_output
+
 __all__ = ["Callback", "trailing_timesteps", "eps_model", "randn_like", "FiniteCheck"]
 
 #: ``callback(t, xt, x0_hat)``: the code step ``t`` at which the network was evaluated, the sample
@@ -39,9 +41,10 @@ def trailing_timesteps(T: int, steps: int) -> torch.Tensor:
 
 
 def eps_model(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], xt: torch.Tensor, step: int) -> torch.Tensor:
-    """eps_theta(x_t, t) at code step ``step`` for the whole batch, in ``xt``'s dtype."""
+    """eps_theta(x_t, t) at code step ``step`` for the whole batch, in ``xt``'s dtype (a model that returns no
+    tensor shaped like ``xt`` is named by :func:`~ddpm_tutor._tensor.check_model_output`; no host sync)."""
     t = torch.full((xt.shape[0],), step, device=xt.device, dtype=torch.long)
-    return model(xt, t).to(xt.dtype)
+    return check_model_output(model(xt, t), xt).to(xt.dtype)
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

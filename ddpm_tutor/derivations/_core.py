@@ -357,7 +357,7 @@ class Proof:
         steps: the derivation, one :class:`Step` (caption, latex) per line; the caption of
             a SymPy-checked equality starts with ✓ (✗ if it failed).
         holds: True when every checked claim held.
-        reference: where the identity comes from (Ho et al. 2020 equation, article lines).
+        reference: where the identity comes from (Ho et al. 2020 equation, the article's section).
         checks: how many equalities SymPy checked.
         failures: captions of the claims that failed (only non-empty with ``strict=False``).
     """

@@ -3,7 +3,7 @@
 Pixel values {0, ..., 255} are scaled to [-1, 1], so value k sits at x_k = 2k/255 - 1 and the
 bins have width 2/255. p_theta(x_0 | x_1) = prod_i int_{delta_-(x_0^i)}^{delta_+(x_0^i)} N(x; mu^i, sigma_1^2) dx
 with delta_+(x) = x + 1/255 (infinity at x = 1) and delta_-(x) = x - 1/255 (-infinity at
-x = -1) (Ho et al. 2020, eq. 13). The article (lines 133, 134, 147) names this term but never defines it.
+x = -1) (Ho et al. 2020, eq. 13). The article names this term (the reconstruction term) but never defines it.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def discretised_decoder(half_width=None, open_edges: bool = True, *, strict: boo
         r"Discretised decoder $p_\theta(x_0 \mid x_1)$: the bin probabilities sum to 1",
         r"p_\theta(x_0\mid x_1) = \prod_{i}\int_{\delta_-(x_0^i)}^{\delta_+(x_0^i)}\mathcal{N}(x;\mu_\theta^i(x_1,1),\sigma_1^2)\,dx"
         r" = \prod_i\Big[\Phi\Big(\frac{\delta_+(x_0^i)-\mu^i}{\sigma_1}\Big) - \Phi\Big(\frac{\delta_-(x_0^i)-\mu^i}{\sigma_1}\Big)\Big]",
-        "Ho et al. 2020, sec. 3.3, eq. (13); the article's L_0 (lines 133, 134, 147) is left undefined",
+        "Ho et al. 2020, sec. 3.3, eq. (13); the article names L_0 but leaves it undefined",
         strict,
     )
     density = sp.exp(-((sym.x - mu) ** 2) / (2 * sigma**2)) / sp.sqrt(2 * sp.pi * sigma**2)

@@ -1,6 +1,6 @@
 """Chapter 5: the variational bound, from the product of steps to the L_0 / L_T / L_{t-1} terms.
 
-Ho et al. 2020, eqs. (3) and (5) and their appendix A; article lines 124-147 (formulas on lines 128, 130, 133).
+Ho et al. 2020, eqs. (3) and (5) and their appendix A; the article's training-objective section (its ELBO expansion and regrouping).
 The log-densities are symbols (``log q(x_t | x_{t-1})`` and so on): the regrouping is an
 identity between sums of logarithms that holds for any densities with the Markov and
 Bayes structure, checked for concrete T and, with SymPy sums, for every T.
@@ -82,12 +82,12 @@ def elbo_symbols(T: int) -> ElboSymbols:
 
 
 def elbo_expanded(S: ElboSymbols) -> sp.Expr:
-    """log p(x_T) + sum_{t=1}^T log [p_theta(x_{t-1} | x_t) / q(x_t | x_{t-1})] (article line 130)."""
+    """log p(x_T) + sum_{t=1}^T log [p_theta(x_{t-1} | x_t) / q(x_t | x_{t-1})] (the article's expanded ELBO)."""
     return sp.log(S.p_xT) + sum(sp.log(S.p[t]) - sp.log(S.q_step[t]) for t in range(1, S.T + 1))
 
 
 def elbo_regrouped(S: ElboSymbols) -> sp.Expr:
-    """The regrouped log-ratio whose expectation is eq. (5) (article line 133).
+    """The regrouped log-ratio whose expectation is eq. (5) (the article's regrouped ELBO).
 
     log p_theta(x_0 | x_1) - log [q(x_T | x_0) / p(x_T)] - sum_{t=2}^T log [q(x_{t-1} | x_t, x_0) / p_theta(x_{t-1} | x_t)]:
     the reconstruction term (-L_0), the prior term (-L_T) and the denoising terms (-L_{t-1}).
@@ -105,7 +105,7 @@ def bayes_substitution(S: ElboSymbols) -> dict:
 
 
 def _expanded_latex(S: ElboSymbols) -> str:
-    """LaTeX of :func:`elbo_expanded` as the article writes it (line 130), one log-ratio per t."""
+    """LaTeX of :func:`elbo_expanded` as the article writes it, one log-ratio per t."""
     n = S.names
     ratios = " + ".join(rf"\log\frac{{{n[S.p[t]]}}}{{{n[S.q_step[t]]}}}" for t in range(1, S.T + 1))
     return rf"\log {n[S.p_xT]} + " + ratios
@@ -184,7 +184,7 @@ def elbo_decomposition(
         r"The bound regrouped into $L_0$, $L_T$ and $L_{t-1}$",
         r"\log\frac{p_\theta(x_{0:T})}{q(x_{1:T}\mid x_0)} = \log p_\theta(x_0\mid x_1)"
         r" - \log\frac{q(x_T\mid x_0)}{p(x_T)} - \sum_{t=2}^{T}\log\frac{q(x_{t-1}\mid x_t,x_0)}{p_\theta(x_{t-1}\mid x_t)}",
-        "Ho et al. 2020, eqs. (3) and (5), appendix A; article lines 124-133",
+        "Ho et al. 2020, eqs. (3) and (5), appendix A; the article's training-objective section",
         strict,
     )
     d.note(
@@ -197,7 +197,7 @@ def elbo_decomposition(
         ratio = S.p_xT * sp.Mul(*[S.p[t] for t in range(1, n + 1)]) / sp.Mul(*[S.q_step[t] for t in range(1, n + 1)])
         expanded = elbo_expanded(S)
         d.claim(
-            f"$T = {n}$: the log of the ratio of products is the article's sum of log-ratios (line 130)",
+            f"$T = {n}$: the log of the ratio of products is the article's sum of log-ratios",
             sp.log(ratio),
             expanded,
             latex_str=r"\log\frac{p_\theta(x_{0:" + str(n) + r"})}{q(x_{1:" + str(n) + r"}\mid x_0)} = "
@@ -206,7 +206,7 @@ def elbo_decomposition(
         substituted = expanded.subs(bayes_substitution(S))
         claimed = build(S)
         d.claim(
-            f"$T = {n}$: with Bayes for $t \\geq 2$ the marginals telescope into the regrouped form (line 133)",
+            f"$T = {n}$: with Bayes for $t \\geq 2$ the marginals telescope into the regrouped form",
             substituted,
             claimed,
             latex_str=_grouped_latex(S)

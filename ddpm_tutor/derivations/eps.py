@@ -1,6 +1,6 @@
 """Chapter 6: the eps-parameterisation of mu_theta and the weight that L_simple drops.
 
-Ho et al. 2020, eqs. (10)-(12) and (14); article lines 158-177.
+Ho et al. 2020, eqs. (10)-(12) and (14); the article's parameterisation-trick section.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def eps_parameterisation(mean_eps=None, weight=None, *, strict: bool = True) -> 
         r"The $\varepsilon$-parameterisation and the weight of $\|\varepsilon - \varepsilon_\theta\|^2$",
         r"\frac{\|\tilde{\mu}_t - \mu_\theta\|^2}{2\sigma_t^2} = "
         r"\frac{\beta_t^2}{2\sigma_t^2\,\alpha_t(1-\bar{\alpha}_t)}\,\|\varepsilon - \varepsilon_\theta\|^2",
-        "Ho et al. 2020, eqs. (10)-(12) and (14); article lines 158-177",
+        "Ho et al. 2020, eqs. (10)-(12) and (14); the article's parameterisation-trick section",
         strict,
     )
     x0_of_eps = predict_x0_expr()

@@ -1,7 +1,7 @@
 """Chapters 1-2: the forward process composes into one Gaussian, and its closed form.
 
 Ho et al. 2020, eq. (2) (the forward transition) and eq. (4) (the closed form
-q(x_t | x_0)); article lines 71-95.
+q(x_t | x_0)); the article's forward-process section.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def forward_composition(
         r"Forward steps compose: $q(x_t \mid x_0)$ in closed form",
         r"q(x_t \mid x_0) = \mathcal{N}\big(x_t;\ \sqrt{\bar{\alpha}_t}\, x_0,\ (1-\bar{\alpha}_t) I\big),"
         r"\qquad \bar{\alpha}_t = \prod_{s=1}^t \alpha_s",
-        "Ho et al. 2020, eqs. (2) and (4); article lines 78-95",
+        "Ho et al. 2020, eqs. (2) and (4); the article's forward-process section",
         strict,
     )
     # Lemma: a linear combination of independent standard normals is Gaussian (MGF argument).

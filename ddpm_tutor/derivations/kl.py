@@ -1,7 +1,7 @@
 """Chapter 5: the KL divergence between Gaussians, and why it becomes a squared error of means.
 
 Ho et al. 2020, eq. (5) (the L_{t-1} terms are KLs between Gaussians) and eq. (8)
-(L_{t-1} = ||mu_tilde_t - mu_theta||^2 / (2 sigma_t^2) + C); article lines 135-155.
+(L_{t-1} = ||mu_tilde_t - mu_theta||^2 / (2 sigma_t^2) + C); the article's KL section of the training objective.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def gaussian_kl(kl=None, *, strict: bool = True) -> Proof:
         "KL divergence between Gaussians",
         r"D_{\mathrm{KL}}\big(\mathcal{N}(\mu_1,\sigma_1^2)\,\|\,\mathcal{N}(\mu_2,\sigma_2^2)\big)"
         r" = \log\frac{\sigma_2}{\sigma_1} + \frac{\sigma_1^2 + (\mu_1-\mu_2)^2}{2\sigma_2^2} - \frac{1}{2}",
-        "Ho et al. 2020, eqs. (5) and (8); article lines 135-155",
+        "Ho et al. 2020, eqs. (5) and (8); the article's KL section of the training objective",
         strict,
     )
     density1 = sp.exp(-((sym.x - m1) ** 2) / (2 * s1**2)) / sp.sqrt(2 * sp.pi * s1**2)

@@ -1,6 +1,6 @@
 """Chapter 3: the forward posterior q(x_{t-1} | x_t, x_0) by Bayes' rule and completing the square.
 
-Ho et al. 2020, eqs. (6)-(7); article lines 96-112 (the formulas on lines 109-110).
+Ho et al. 2020, eqs. (6)-(7); the article's reverse-process section (its posterior formulas).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def posterior_by_bayes(mean=None, variance=None, *, strict: bool = True) -> Proo
 
     Args:
         mean: claimed posterior mean in ``sym.x0, sym.xt`` and schedule symbols
-            (default: :func:`posterior_mean_expr`, the article's line-109 form).
+            (default: :func:`posterior_mean_expr`, the article's form of the posterior mean).
         variance: claimed posterior variance (default: :func:`posterior_variance_expr`).
         strict: raise :class:`ProofError` on a failed claim (default) or return ``holds=False``.
     """
@@ -87,7 +87,7 @@ def posterior_by_bayes(mean=None, variance=None, *, strict: bool = True) -> Proo
         + _ARTICLE_MEAN
         + r",\quad "
         + _ARTICLE_VARIANCE,
-        "Ho et al. 2020, eqs. (6)-(7); article lines 105-110",
+        "Ho et al. 2020, eqs. (6)-(7); the article's derivation of the posterior",
         strict,
     )
     d.note(
@@ -111,7 +111,7 @@ def posterior_by_bayes(mean=None, variance=None, *, strict: bool = True) -> Proo
     var_derived = -1 / (2 * a)
     mu_derived = -b / (2 * a)
     d.claim(
-        r"completing the square, the variance is $-1/(2a)$: the article's $\tilde{\beta}_t$ (line 110), "
+        r"completing the square, the variance is $-1/(2a)$: the article's $\tilde{\beta}_t$, "
         r"using $\beta_t = 1-\alpha_t$ and $\bar{\alpha}_t = \alpha_t \bar{\alpha}_{t-1}$",
         var_derived,
         var_claim,
@@ -119,7 +119,7 @@ def posterior_by_bayes(mean=None, variance=None, *, strict: bool = True) -> Proo
         latex_str=r"-\frac{1}{2a} = " + latex(var_claim),
     )
     d.claim(
-        r"and the mean is $-b/(2a)$: the article's $\tilde{\mu}_t$ (line 109)",
+        r"and the mean is $-b/(2a)$: the article's $\tilde{\mu}_t$",
         mu_derived,
         mu_claim,
         relations=SCHEDULE_RELATIONS,

@@ -3,6 +3,7 @@ check that the unit tests catch each.
 
     python scripts/mutation_test.py                 # every mutant, prints caught / missed
     python scripts/mutation_test.py --only losses   # the mutants whose label contains 'losses'
+    python scripts/mutation_test.py --only "top bin,clipped"   # several labels
     python scripts/mutation_test.py --list
 
 Each mutant is (label, file, old text, new text, test files). The old text must occur exactly
@@ -83,7 +84,7 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     ("sampling: loop starts at T-2", SA, "range(schedule.T - 1, -1, -1)", "range(schedule.T - 2, -1, -1)", [CORE]),
     ("sampling: loop stops at code step 1", SA, "range(schedule.T - 1, -1, -1)", "range(schedule.T - 1, 0, -1)", [CORE]),
     # (drawing z on the last step too is an equivalent variant: p_sample_step masks it at code step 0)
-    ("sampling: the variance argument ignored", SA, "noise=z, variance=variance, clip_x0=clip_x0)", "noise=z, variance=\"beta_tilde\", clip_x0=clip_x0)", [CORE]),
+    ("sampling: the variance argument ignored", SA, "noise=z, variance=variance, clip_x0=clip_x0)", "noise=z, variance=\"beta_tilde\", clip_x0=clip_x0)", [RSTEP, CORE]),
     ("sampling: the model sees step + 1", SA, "eps_theta = model(xt, t).float()", "eps_theta = model(xt, t + 1).float()", [CORE]),
     ("sampling: batches ignore batch_size", SA, "if batch_size is not None and batch_size < shape[0]:", "if False:", [CORE]),
     # ---- losses: the bound's bookkeeping
@@ -124,7 +125,8 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     ("losses: decoder variance beta_tilde_3", L, "return schedule.posterior_variance[1]", "return schedule.posterior_variance[2]", [BOUND, CORE]),
     ("losses: decoder variance beta_2 for beta_1", L, "return schedule.betas[0]", "return schedule.betas[1]", [BOUND, CORE]),
     ("losses: decoder bins of half the width", L, "ndtr((x0 + 1 / 255 - mean) * inv_sigma))", "ndtr((x0 + 0.5 / 255 - mean) * inv_sigma))", [BOUND, CORE]),
-    ("losses: decoder without the open top bin", L, "upper = torch.where(x0 > 1 - 1e-3, torch.ones_like(x0),", "upper = torch.where(x0 > 2, torch.ones_like(x0),", [BOUND, CORE]),
+    # (closing the top bin in ``upper`` alone is an equivalent variant: the top bin's value comes from log_sf_lower)
+    ("losses: decoder's top bin from the wrong edge", L, "log_sf_lower = torch.special.log_ndtr(-(x0 - 1 / 255 - mean) * inv_sigma)", "log_sf_lower = torch.special.log_ndtr(-(x0 + 1 / 255 - mean) * inv_sigma)", [BOUND, CORE]),
     ("losses: min-SNR weights uncapped", L, "return snr.clamp(max=gamma) / snr", "return snr / snr", [CORE]),
     # ---- derivations: claims compared with copies of themselves, and the checker
     ("derivations: checker accepts numeric agreement", DV + "_core.py", "if numeric_check and _numerically_differs(left, right, rng):\n        return False", "if numeric_check:\n        return not _numerically_differs(left, right, rng)", [DERIV]),
@@ -253,11 +255,12 @@ def run(mutants, timeout: float) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="run only the mutants whose label contains this text")
+    parser.add_argument("--only", default="", help="run only the mutants whose label contains this text (several: comma-separated)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per mutant before it counts as caught (hang)")
     args = parser.parse_args()
-    mutants = [m for m in MUTANTS if args.only in m[0]]
+    wanted = [w for w in args.only.split(",") if w] or [""]
+    mutants = [m for m in MUTANTS if any(w in m[0] for w in wanted)]
     if args.list:
         for label, rel, *_ in mutants:
             print(f"{label}  [{rel}]")

@@ -1,5 +1,6 @@
-"""p_sample_step's clipped mean: with clip_x0=True the mean is mu_tilde(x_t, clip(x0_hat)), the posterior
-mean at the clipped guess (the reference implementation's sampler), computed here from eq. (7)."""
+"""The reverse step and the sampler: p_sample_step's clipped mean is mu_tilde(x_t, clip(x0_hat)), the posterior
+mean at the clipped guess (the reference implementation's sampler), computed here from eq. (7); and
+dt.sample's output variance follows the sigma_t^2 it is asked for."""
 
 from __future__ import annotations
 
@@ -23,3 +24,16 @@ def test_clipped_mean_is_the_posterior_mean_at_the_clipped_x0_hat():
     torch.testing.assert_close(out.x0_hat, x0_hat)
     unclipped = dt.p_sample_step(s, eps_theta, xt, t, noise=torch.zeros_like(xt), clip_x0=False)
     assert not torch.allclose(unclipped.mean, out.mean)
+
+
+def test_sample_uses_the_variance_it_is_given():
+    """With eps_theta = 0 each step is x_{t-1} = x_t / sqrt(alpha_t) + sigma_t z (z = 0 on the last step), so
+    Var(x_0) follows v_{t-1} = v_t / alpha_t + sigma_t^2 from v_T = 1; beta and beta_tilde give different values."""
+    s = dt.linear_schedule(T=6, beta_1=0.05, beta_T=0.4)
+    zero = lambda xt, t: torch.zeros_like(xt)  # noqa: E731
+    for variance, sigma2 in (("beta", s.betas), ("beta_tilde", s.posterior_variance)):
+        v = 1.0
+        for k in range(s.T - 1, -1, -1):  # code steps T-1..0
+            v = v / s.alphas[k].item() + (sigma2[k].item() if k > 0 else 0.0)
+        x = dt.sample(zero, s, (40_000, 1, 1, 1), generator=torch.Generator().manual_seed(1), variance=variance, progress=False)
+        assert abs(x.double().var().item() / v - 1) < 0.04, (variance, x.var().item(), v)

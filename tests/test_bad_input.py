@@ -603,3 +603,12 @@ def test_a_checkpoint_whose_schedule_and_network_disagree_on_T_is_refused(ckpt):
     torch.save(saved, ckpt)
     with pytest.raises(ValueError, match=r"TrainConfig.T=10 but unet.T=20; they must agree"):
         ck.load_model(ckpt)
+
+
+def test_check_finite_passes_finite_values_whose_sum_overflows():
+    from ddpm_tutor._tensor import check_finite
+
+    big = torch.full((4,), 3e38)  # finite, but their float32 sum is inf
+    assert check_finite(big, "x") is big
+    with pytest.raises(FloatingPointError, match=r"1 of 4 values"):
+        check_finite(torch.tensor([3e38, 3e38, math.nan, 0.0]), "x")

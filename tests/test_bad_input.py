@@ -559,7 +559,8 @@ def test_an_exploding_loss_stops_at_once_even_in_warm_up(images):
         tr.train(replace(TINY, lr=1e9, warmup_steps=100), data=images, progress=False)
 
 
-def test_an_exploding_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch, images):
+@pytest.mark.parametrize("log_every", [1, 3])  # 3: the losses are read (one sync) every 3 steps, not at each step
+def test_an_exploding_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch, images, log_every):
     normal = tr.learning_rate
 
     def explode_after_3(config, step):
@@ -568,7 +569,7 @@ def test_an_exploding_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch, 
     monkeypatch.setattr(tr, "learning_rate", explode_after_3)
     out = tmp_path / "run"
     with pytest.raises(FloatingPointError, match=r"at step 4 .*the last good checkpoint is .*checkpoint.pt"):
-        tr.train(replace(TINY, steps=9), data=images, out_dir=out, progress=False)
+        tr.train(replace(TINY, steps=9, log_every=log_every), data=images, out_dir=out, progress=False)
     model, _, saved = ck.load_model(out / "checkpoint.pt")
     assert saved["step"] == 3 and all(torch.isfinite(p).all() for p in model.parameters())
 

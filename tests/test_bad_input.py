@@ -541,7 +541,7 @@ def test_a_full_disk_keeps_the_old_checkpoint_and_says_so(run, tmp_path, monkeyp
 # ----------------------------------------------------------------------------- 11: a resume with fewer steps
 
 
-def test_resuming_with_fewer_steps_than_taken_is_refused(run, tmp_path, images, capsys):
+def test_resuming_with_fewer_steps_than_taken_is_refused(run, tmp_path, images):
     out = tmp_path / "run"
     out.mkdir()
     (out / "checkpoint.pt").write_bytes(run.read_bytes())

@@ -152,10 +152,14 @@ def check_model_output(eps_theta: object, xt: torch.Tensor) -> torch.Tensor:
 def check_finite(x: torch.Tensor, what: str, step: int | None = None) -> torch.Tensor:
     """Return ``x``, or raise ``FloatingPointError`` naming ``what`` (and the code ``step``) if it holds NaN or inf.
 
-    This waits for ``x`` to be computed (a host sync on an accelerator).
+    This waits for ``x`` to be computed (a host sync on an accelerator). The test is one sum, which NaN and inf
+    make non-finite (a single reduction, several times faster than ``isfinite(x).all()`` on a CPU); only then
+    are the values counted (a sum that overflowed from finite values passes).
     """
-    if not bool(torch.isfinite(x).all()):
+    if not bool(torch.isfinite(x.sum())):
         bad = int((~torch.isfinite(x)).sum())
+        if bad == 0:
+            return x
         at = f" at code step t={step}" if step is not None else ""
         raise FloatingPointError(
             f"{what} became non-finite{at} ({bad} of {x.numel()} values are NaN or inf): stopped there instead of "

@@ -541,7 +541,7 @@ def test_a_full_disk_keeps_the_old_checkpoint_and_says_so(run, tmp_path, monkeyp
 # ----------------------------------------------------------------------------- 11: a resume with fewer steps
 
 
-def test_resuming_with_fewer_steps_than_taken_is_refused(run, tmp_path, images, capsys):
+def test_resuming_with_fewer_steps_than_taken_is_refused(run, tmp_path, images):
     out = tmp_path / "run"
     out.mkdir()
     (out / "checkpoint.pt").write_bytes(run.read_bytes())
@@ -559,7 +559,8 @@ def test_an_exploding_loss_stops_at_once_even_in_warm_up(images):
         tr.train(replace(TINY, lr=1e9, warmup_steps=100), data=images, progress=False)
 
 
-def test_an_exploding_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch, images):
+@pytest.mark.parametrize("log_every", [1, 3])  # 3: the losses are read (one sync) every 3 steps, not at each step
+def test_an_exploding_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch, images, log_every):
     normal = tr.learning_rate
 
     def explode_after_3(config, step):
@@ -568,7 +569,7 @@ def test_an_exploding_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch, 
     monkeypatch.setattr(tr, "learning_rate", explode_after_3)
     out = tmp_path / "run"
     with pytest.raises(FloatingPointError, match=r"at step 4 .*the last good checkpoint is .*checkpoint.pt"):
-        tr.train(replace(TINY, steps=9), data=images, out_dir=out, progress=False)
+        tr.train(replace(TINY, steps=9, log_every=log_every), data=images, out_dir=out, progress=False)
     model, _, saved = ck.load_model(out / "checkpoint.pt")
     assert saved["step"] == 3 and all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -603,3 +604,12 @@ def test_a_checkpoint_whose_schedule_and_network_disagree_on_T_is_refused(ckpt):
     torch.save(saved, ckpt)
     with pytest.raises(ValueError, match=r"TrainConfig.T=10 but unet.T=20; they must agree"):
         ck.load_model(ckpt)
+
+
+def test_check_finite_passes_finite_values_whose_sum_overflows():
+    from ddpm_tutor._tensor import check_finite
+
+    big = torch.full((4,), 3e38)  # finite, but their float32 sum is inf
+    assert check_finite(big, "x") is big
+    with pytest.raises(FloatingPointError, match=r"1 of 4 values"):
+        check_finite(torch.tensor([3e38, 3e38, math.nan, 0.0]), "x")

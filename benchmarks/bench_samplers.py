@@ -20,7 +20,7 @@ Usage, from the repository root::
     python benchmarks/bench_samplers.py --device cuda                 # the same on a GPU
     python benchmarks/bench_samplers.py --n 64 --nfe 5,10 --out /tmp/s.json   # a quick check
     python benchmarks/bench_samplers.py --samplers dpm_solver++_sde --nfe 20,50 --no-full-chain \
-        --no-ode-limit --ddim-etas '' --out records/samplers_cpu_timing.json      # CPU seconds of one sampler
+        --no-ode-limit --ddim-etas '' --out ddpm_tutor/records/samplers_cpu_timing.json      # CPU seconds of one sampler
 
 Timings are wall-clock seconds on the machine named in the record; compare runs only within one
 record (a busy machine slows every run of it alike only roughly).
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--no-fid", action="store_true", help="skip FID/KID even where ddpm_tutor.evaluation exists")
     parser.add_argument("--floor-draws", type=int, default=5, help="draws of N real digits behind each floor")
-    parser.add_argument("--out", default="records/samplers.json", help="JSON record to write")
+    parser.add_argument("--out", default="ddpm_tutor/records/samplers.json", help="JSON record to write")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

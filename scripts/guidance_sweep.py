@@ -1,7 +1,7 @@
 """Measure classifier-free guidance: requested-digit accuracy, confidence and diversity against the scale s.
 
-    python scripts/guidance_sweep.py --checkpoint pretrained:mnist-conditional --out records/guidance.json
-    python scripts/guidance_sweep.py --checkpoint runs/cond/checkpoint.pt --device cuda --out records/guidance.json
+    python scripts/guidance_sweep.py --checkpoint pretrained:mnist-conditional --out ddpm_tutor/records/guidance.json
+    python scripts/guidance_sweep.py --checkpoint runs/cond/checkpoint.pt --device cuda --out ddpm_tutor/records/guidance.json
 
 For each s in --scales (default 0, 1, 1.5, 2, 3, 5, 8) it draws --per-class images of every digit (default
 100: 1,000 images) from the same noise (--seed), and records, with the shipped MNIST classifier
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", default=None, help="passed to dt.sample, where it supports samplers")
     parser.add_argument("--steps", type=int, default=None, help="passed to dt.sample, where it supports samplers")
     parser.add_argument("--data", default=None, help="MNIST folder, for the real digits' diversity")
-    parser.add_argument("--out", default="records/guidance.json", help="the JSON to write")
+    parser.add_argument("--out", default="ddpm_tutor/records/guidance.json", help="the JSON to write")
     args = parser.parse_args(argv)
     if args.per_class < 1:
         parser.error(f"--per-class must be a positive int, got {args.per_class}")

@@ -6,7 +6,7 @@ Evaluates the variational bound L = L_T + sum_{t=2}^T L_{t-1} + L_0 (Ho et al. 2
 discretised Gaussian decoder of their sec. 3.3) with :func:`ddpm_tutor.vlb_bits_per_dim` on ``--n``
 test digits drawn at random (seeded; the test set's two halves come from different writers, so a
 prefix would not be a fair sample), one draw of x_t per step and digit, all T steps. Writes
-``records/bits_per_dim.json`` atomically: the mean bound with its standard error over digits, the
+``ddpm_tutor/records/bits_per_dim.json`` atomically: the mean bound with its standard error over digits, the
 split into L_0, sum L_{t-1} and L_T (each with its standard error), the mean L_{t-1} of every step
 (for a plot), and how it was obtained.
 """
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 import ddpm_tutor as dt
 from ddpm_tutor.data import load_mnist, to_model_range
 
-OUT = Path(__file__).resolve().parent.parent / "records" / "bits_per_dim.json"
+OUT = Path(__file__).resolve().parent.parent / "ddpm_tutor" / "records" / "bits_per_dim.json"
 
 
 def mean_and_se(x: torch.Tensor) -> dict[str, float]:

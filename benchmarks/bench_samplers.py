@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +40,7 @@ import torch
 
 import ddpm_tutor as dt
 from ddpm_tutor.metrics import sample_quality
+from ddpm_tutor.files import atomic_write_text
 
 try:  # FID and friends come from the evaluation module where it exists
     from ddpm_tutor import evaluation
@@ -51,11 +50,7 @@ except ImportError:  # pragma: no cover - depends on the package version
 
 def _write_atomic(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def _runs(samplers: list[str], nfes: list[int], T: int, ode_limit: bool, ddim_etas: list[float],

@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 import ddpm_tutor as dt
+from ddpm_tutor.files import atomic_write_text
 from ddpm_tutor.guidance import SWEEP_SCALES, class_diversity, classifier_outputs, sweep
 
 
@@ -41,18 +40,9 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def _write_json(path: Path, record: dict) -> None:
-    """Atomic: a temporary file in the same folder, then os.replace."""
+    """Atomic (ddpm_tutor.files): a temporary file in the same folder, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def real_diversity(per_class: int, data_root: str | None = None) -> float | None:

@@ -331,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
                     help="ddpm: Algorithm 2, ancestral (respaced with --steps); ddim: DDIM (deterministic at --eta 0); "
                     "dpm_solver++: DPM-Solver++(2M), an ODE solver; dpm_solver++_sde: its stochastic variant "
-                    "(default ddpm). Chapter 11 compares them")
+                    "(default ddpm). For digits fast: --sampler dpm_solver++_sde --steps 20 (on the reference model, 1,000 "
+                    "samples: FID 18.3 against 23.1 for the full 400-step chain, 16 s against 36 min on a 2-core CPU; "
+                    "ddpm_tutor/records/samplers.json). Chapter 11 compares them")
     sa.add_argument("--steps", type=_positive_int, default=None,
                     help="network evaluations, 1..T, at evenly spaced steps starting from t = T (default: all T)")
     sa.add_argument("--eta", type=float, default=0.0,

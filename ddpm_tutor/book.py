@@ -15,7 +15,13 @@ __all__ = ["glue"]
 
 def glue(name: str, variable: Any, display: bool = True) -> None:
     """MyST-NB's ``glue(name, variable, display)`` where MyST-NB is installed; else show ``variable``
-    when ``display`` is true (the page's text is not built outside Jupyter Book)."""
+    when ``display`` is true (the page's text is not built outside Jupyter Book).
+
+    A NumPy or 0-dim torch scalar is glued as the Python number it holds: its ``repr``
+    (``np.float64(2.2)``) is what MyST-NB stores, and a ``{glue:text}`` format cannot read it back.
+    """
+    if hasattr(variable, "item") and getattr(variable, "ndim", None) == 0:
+        variable = variable.item()
     try:
         from myst_nb import glue as myst_glue
     except ImportError:

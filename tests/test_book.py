@@ -61,3 +61,17 @@ def test_glue_without_myst_nb_shows_the_value(monkeypatch, capsys):
     assert capsys.readouterr().out == ""
     glue("shown", 1.25)
     assert capsys.readouterr().out.strip() == "1.25"
+
+
+def test_glue_stores_numpy_and_torch_scalars_as_numbers(monkeypatch):
+    import numpy as np
+    import torch
+
+    import ddpm_tutor.book as book
+    import myst_nb
+
+    seen = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: seen.append(value))
+    for value in (np.float64(2.5), torch.tensor(2.5), np.int64(3)):
+        book.glue("x", value, display=False)
+    assert seen == [2.5, 2.5, 3] and [type(v) for v in seen] == [float, float, int]

@@ -159,24 +159,17 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     """Draw N samples from a checkpoint and measure them: FID, KID, precision/recall, each beside its floor."""
-    import inspect
-
     import torch
 
     from ._tensor import resolve_device
     from .checkpoints import load_model, load_pretrained
     from .evaluation import evaluate
     from .files import atomic_write_text
-    from .sampling import sample
 
     json_path = Path(args.json) if args.json else None
     if json_path is not None and not json_path.parent.is_dir():  # fail now, not after minutes of sampling
         raise SystemExit(f"evaluate: --json {args.json}: folder {json_path.parent} does not exist; create it first")
     sampler_kwargs = {name: getattr(args, name) for name in ("variance", "sampler", "steps", "eta") if getattr(args, name) is not None}
-    accepted = inspect.signature(sample).parameters
-    missing = [name for name in sampler_kwargs if name not in accepted]
-    if missing:
-        raise SystemExit(f"evaluate: this version's sample() has no {', '.join('--' + m for m in missing)} option; leave it out")
     try:  # a device that is not there, a missing, corrupt or mismatched checkpoint: one line saying what to do
         device = str(resolve_device(args.device))
         if args.checkpoint == "pretrained":

@@ -326,7 +326,8 @@ def test_cli_evaluate_writes_json(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(ev, "_FLOOR_CACHE", {})
     monkeypatch.setattr(ev, "_HELDOUT_CACHE", {"default": torch.rand(1000) + 1.0})
 
-    def fake_sample(model, schedule, shape, generator=None, batch_size=None, progress=True, variance="beta_tilde"):
+    def fake_sample(model, schedule, shape, generator=None, batch_size=None, progress=True, variance=None,
+                    sampler="ddpm", steps=None, eta=0.0):
         for step in (2, 1, 0):  # three network calls
             model(torch.zeros(shape), torch.full((shape[0],), step))
         return pool[: shape[0]]
@@ -335,8 +336,6 @@ def test_cli_evaluate_writes_json(monkeypatch, tmp_path, capsys):
     out = tmp_path / "eval.json"
     with pytest.raises(SystemExit, match="does not exist"):
         main(["evaluate", "--checkpoint", "pretrained", "--json", str(tmp_path / "no" / "eval.json")])
-    with pytest.raises(SystemExit, match="no --steps option"):
-        main(["evaluate", "--checkpoint", "pretrained", "--steps", "20"])
     main(["evaluate", "--checkpoint", "pretrained", "--n", "16", "--floor-draws", "2", "--variance", "beta",
           "--device", "cpu", "--json", str(out)])
     record = json.loads(out.read_text())
@@ -344,3 +343,6 @@ def test_cli_evaluate_writes_json(monkeypatch, tmp_path, capsys):
     assert record["checkpoint"] == "pretrained" and record["fid_floor"]["draws"] == 2
     assert record["command"].startswith("python -m ddpm_tutor evaluate --checkpoint pretrained")
     assert "real-data floor" in capsys.readouterr().out
+    main(["evaluate", "--checkpoint", "pretrained", "--n", "16", "--floor-draws", "2", "--sampler", "ddim",
+          "--steps", "3", "--device", "cpu", "--json", str(out)])  # the sampler's options reach sample()
+    assert {k: json.loads(out.read_text())["sampler"][k] for k in ("sampler", "steps")} == {"sampler": "ddim", "steps": 3}

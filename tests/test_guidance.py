@@ -335,9 +335,10 @@ def test_guidance_sweep_script_writes_its_record(tmp_path, data):
         assert r["n"] == 20 and 0 <= r["requested_fraction"] <= 1 and len(r["per_digit"]) == 10
         assert r["diversity"] >= 0  # NaN (no pair of one digit) would fail; 2 steps of training may draw copies
     assert record["train_config"]["label_dropout"] == 0.1
-    if "sampler" not in inspect.signature(dt.sample).parameters:  # Algorithm 2 only: --sampler is refused
-        with pytest.raises(SystemExit):
-            script.main(argv[:-2] + ["--sampler", "ddim", "--out", str(out)])
+    fast = tmp_path / "records" / "guidance_ddim.json"  # the sweep draws with the sampler it is given
+    assert script.main(argv[:-2] + ["--sampler", "ddim", "--steps", "3", "--out", str(fast)]) == 0
+    fast_record = json.loads(fast.read_text())
+    assert (fast_record["sampler"], fast_record["steps"]) == ("ddim", 3)
 
 
 @pytest.mark.skipif(not ck.PRETRAINED_CONDITIONAL.is_file(), reason="the conditional reference is not shipped yet")

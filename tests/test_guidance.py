@@ -1,6 +1,5 @@
 """Class-conditional U-Net, label dropout and classifier-free guidance (tiny configurations, seconds)."""
 
-import inspect
 import json
 from dataclasses import replace
 

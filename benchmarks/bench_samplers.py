@@ -12,7 +12,9 @@ and records for each run the wall time of sampling, the MNIST classifier's confi
 and rarest digit (``ddpm_tutor.metrics``), and, where ``ddpm_tutor.evaluation`` is available,
 FID, KID, precision and recall with their real-data floors at the same N. The record is written
 (atomically, after every run, so an interrupted run keeps what it finished) as JSON with the
-command that produced it.
+command that produced it. ``--resume`` keeps the runs an existing record holds and measures only
+the missing ones (more NFE, say); each run names the ``session`` (machine, threads, date) whose
+clock timed it.
 
 Usage, from the repository root::
 
@@ -22,8 +24,9 @@ Usage, from the repository root::
     python benchmarks/bench_samplers.py --samplers dpm_solver++_sde --nfe 20,50 --no-full-chain \
         --no-ode-limit --ddim-etas '' --out ddpm_tutor/records/samplers_cpu_timing.json      # CPU seconds of one sampler
 
-Timings are wall-clock seconds on the machine named in the record; compare runs only within one
-record (a busy machine slows every run of it alike only roughly).
+Timings are wall-clock seconds on the machine named in the run's session; compare seconds only
+within one session (a busy machine slows every run of it alike only roughly). The samples, and so
+every quality number, depend only on the seed, not on the session.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def _write_atomic(path: Path, record: dict) -> None:
 
 
 def _runs(samplers: list[str], nfes: list[int], T: int, ode_limit: bool, ddim_etas: list[float],
-          full_chain: bool = True) -> list[dict]:
+          full_chain: bool = True, eta_nfes: list[int] | None = None) -> list[dict]:
     runs = [{"label": f"full chain (ddpm, {T} steps)", "sampler": "ddpm", "steps": None, "eta": 0.0}] * full_chain
     if ode_limit:
         runs.append({"label": f"ODE limit (ddim, eta 0, {T} steps)", "sampler": "ddim", "steps": T, "eta": 0.0})
@@ -62,7 +65,7 @@ def _runs(samplers: list[str], nfes: list[int], T: int, ode_limit: bool, ddim_et
         for nfe in nfes:
             runs.append({"label": f"{name}, {nfe} NFE", "sampler": name, "steps": nfe, "eta": 0.0})
     for eta in ddim_etas:  # between the ODE (eta 0) and respaced DDPM (eta 1)
-        for nfe in [*nfes, T]:
+        for nfe in [*nfes, T] if eta_nfes is None else eta_nfes:
             runs.append({"label": f"ddim eta {eta:g}, {nfe} NFE", "sampler": "ddim", "steps": nfe, "eta": eta})
     return runs
 
@@ -90,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ode-limit", action="store_true", help="skip DDIM over all T steps")
     parser.add_argument("--ddim-etas", default="0.5",
                         help="also DDIM with these eta in (0, 1], at every --nfe and at T steps (comma-separated; '' for none)")
+    parser.add_argument("--eta-nfe", default=None,
+                        help="the NFE of the --ddim-etas runs (comma-separated; default: every --nfe and T)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs an existing --out record already holds (same model, n, seed and T) and "
+                             "measure only the missing ones; the record lists each session")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--batch-size", type=int, default=None, help="draw the N samples this many at a time")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
@@ -109,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     model, schedule = dt.load_pretrained(device=device)
     shape = (args.n, model.config.in_channels, model.config.image_size, model.config.image_size)
     ddim_etas = [float(v) for v in args.ddim_etas.split(",") if v]
-    runs = _runs(samplers, nfes, schedule.T, not args.no_ode_limit, ddim_etas, not args.no_full_chain)
+    eta_nfes = None if args.eta_nfe is None else [int(v) for v in args.eta_nfe.split(",") if v]
+    runs = _runs(samplers, nfes, schedule.T, not args.no_ode_limit, ddim_etas, not args.no_full_chain, eta_nfes)
+    words = [w for w in (sys.argv[1:] if argv is None else argv) if w != "--resume"]
     record = {
-        "command": "python benchmarks/bench_samplers.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/bench_samplers.py " + shlex.join(words),
         "model": "the shipped reference checkpoint (dt.load_pretrained)",
         "T": schedule.T,
         "n": args.n,
@@ -127,6 +137,24 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     out = Path(args.out)
+    session = {key: record[key] for key in ("started", "device", "threads", "platform", "torch")}
+    done = {}
+    if args.resume and out.is_file():
+        old = json.loads(out.read_text())
+        same = {key: old.get(key) for key in ("model", "T", "n", "seed")} == {key: record[key] for key in ("model", "T", "n", "seed")}
+        if not same:
+            parser.error(f"--resume: {out} holds another measurement (model, T, n or seed differ); "
+                         "write to another --out or drop --resume")
+        sessions = old.get("sessions") or [{key: old.get(key) for key in session}]
+        done = {r["label"]: {"session": 0, **r} for r in old["runs"]}
+        record["sessions"] = [*sessions, session]
+        record["started"] = old.get("started", record["started"])
+    else:
+        record["sessions"] = [session]
+    plan = [r["label"] for r in runs]
+    record["runs"] = [done[label] for label in plan if label in done]
+    runs = [r for r in runs if r["label"] not in done]
+    print(f"{len(record['runs'])} runs kept from {out}, {len(runs)} to measure" if done else f"{len(runs)} runs to measure")
     # one small warm-up so that the first timed run does not pay for library initialisation
     dt.sample(model, schedule, (2, *shape[1:]), sampler="ddim", steps=2, progress=False, device=device)
     for run in runs:
@@ -140,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         nfe = run["steps"] or schedule.T
-        result = {**run, "nfe": nfe, "seconds": round(seconds, 2), **_measure(images.cpu(), run, seconds, nfe, args)}
+        result = {**run, "nfe": nfe, "seconds": round(seconds, 2), **_measure(images.cpu(), run, seconds, nfe, args),
+                  "session": len(record["sessions"]) - 1}
         record["runs"].append(result)
+        record["runs"].sort(key=lambda r: plan.index(r["label"]) if r["label"] in plan else len(plan))
         record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         _write_atomic(out, record)
         fid = f"  FID {result['fid']:.3f}" if "fid" in result else ""

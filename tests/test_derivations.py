@@ -99,6 +99,33 @@ def test_every_proof_holds_and_displays(proofs, name):
     assert "$" not in text and "\\frac" not in text and "\\mid" not in text
 
 
+@pytest.mark.parametrize("name", [f.__name__ for f in D.PROOFS])
+def test_proof_display_shows_the_statement_and_result_and_folds_the_steps(proofs, name):
+    """The page shows the statement (typeset) and a one-line result; the SymPy steps are one
+    click away, in a closed <details>; the plain-text repr is one line that fits the column."""
+    proof = proofs[name]
+    md = proof._repr_markdown_()
+    head, folded = md.split("<details>\n", 1)
+    assert f"$$\n{proof.statement_latex}\n$$" in head
+    result = [line for line in head.splitlines() if "verified by SymPy" in line]
+    assert result == [f"✅ Proved: verified by SymPy ({proof.checks} equalities checked)"]
+    assert folded.startswith("<summary>") and folded.rstrip().endswith("</details>")
+    assert all(step.latex in folded and step.latex not in head for step in proof.steps)
+    assert "\n\n$$" in folded, "blank lines let Markdown typeset the math inside <details>"
+    text = repr(proof)
+    assert "\n" not in text and len(text) < 80 and text.startswith("<Proof ok, ")
+
+
+def test_failing_proof_display_opens_the_steps_and_names_the_failing_one():
+    proof = D.posterior_by_bayes(variance=b, strict=False)
+    md = proof._repr_markdown_()
+    head, folded = md.split("<details open>\n", 1)
+    failing = [i for i, s in enumerate(proof.steps, 1) if s.caption.startswith("✗")]
+    assert f"{len(proof.failures)} of {proof.checks} checked equalities do not hold" in head
+    assert f"{failing[0]}" in head.splitlines()[-2] and "marked ✗" in head
+    assert repr(proof).startswith("<Proof FAILS, ") and len(repr(proof)) < 80
+
+
 def test_all_proofs_in_book_order(proofs):
     names = [p.name for p in proofs.values()]
     assert len(names) == 16 == len(set(names))

@@ -19,6 +19,7 @@ from scipy import stats
 
 import ddpm_tutor.derivations as D
 from ddpm_tutor.derivations import ProofError, check_identity, sym
+from ddpm_tutor.derivations._layout import break_lines
 from ddpm_tutor.schedules import cosine_schedule, linear_schedule
 
 S = sym
@@ -89,7 +90,7 @@ def test_every_proof_holds_and_displays(proofs, name):
     assert proof.checks >= 4, "each derivation checks several equalities"
     assert sum(step.caption.startswith("✓") for step in proof.steps) == proof.checks
     md = proof._repr_markdown_()
-    assert proof.name in md and proof.statement_latex in md and "verified by SymPy" in md
+    assert proof.name in md and break_lines(proof.statement_latex) in md and "verified by SymPy" in md
     assert md.count("$$") == 2 * (len(proof.steps) + 1)
     tex = proof._repr_latex_()
     assert tex.startswith("$$\\begin{array}") and tex.endswith("\\end{array}$$")
@@ -106,11 +107,12 @@ def test_proof_display_shows_the_statement_and_result_and_folds_the_steps(proofs
     proof = proofs[name]
     md = proof._repr_markdown_()
     head, folded = md.split("<details>\n", 1)
-    assert f"$$\n{proof.statement_latex}\n$$" in head
+    assert f"$$\n{break_lines(proof.statement_latex)}\n$$" in head
     result = [line for line in head.splitlines() if "verified by SymPy" in line]
     assert result == [f"✅ Proved: verified by SymPy ({proof.checks} equalities checked)"]
     assert folded.startswith("<summary>") and folded.rstrip().endswith("</details>")
-    assert all(step.latex in folded and step.latex not in head for step in proof.steps)
+    assert all(break_lines(step.latex) in folded for step in proof.steps)
+    assert not any(step.latex in head for step in proof.steps if len(step.latex) > 20)
     assert "\n\n$$" in folded, "blank lines let Markdown typeset the math inside <details>"
     text = repr(proof)
     assert "\n" not in text and len(text) < 80 and text.startswith("<Proof ok, ")

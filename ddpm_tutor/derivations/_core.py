@@ -18,6 +18,8 @@ import mpmath
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
+from ._layout import break_lines
+
 __all__ = [
     "Proof",
     "ProofError",
@@ -392,16 +394,17 @@ class Proof:
         The steps sit in an HTML ``<details>`` block, one click away: closed when the proof holds,
         open when it fails (so the failing step shows). Blank lines around the ``<details>`` and
         ``<summary>`` tags let Markdown typeset the ``$$`` math between them (CommonMark ends an
-        HTML block at a blank line), in Jupyter and in the built book alike.
+        HTML block at a blank line), in Jupyter and in the built book alike. A formula wider than
+        the page's column is set over several lines (:func:`~ddpm_tutor.derivations._layout.break_lines`).
         """
         lines = [f"**{self.name}**" + (f" — *{self.reference}*" if self.reference else ""), ""]
-        lines += ["$$", self.statement_latex, "$$", ""]
+        lines += ["$$", break_lines(self.statement_latex), "$$", ""]
         lines += [self._result_line(), ""]
         n = len(self.steps)
         lines += ["<details open>" if not self.holds else "<details>"]
         lines += [f"<summary>The derivation, step by step ({n} steps, SymPy)</summary>", ""]
         for i, step in enumerate(self.steps, 1):
-            lines += [f"{i}. {step.caption}", "", "$$", step.latex, "$$", ""]
+            lines += [f"{i}. {step.caption}", "", "$$", break_lines(step.latex), "$$", ""]
         lines += ["</details>"]
         return "\n".join(lines)
 

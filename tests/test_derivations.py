@@ -109,7 +109,7 @@ def test_proof_display_shows_the_statement_and_result_and_folds_the_steps(proofs
     head, folded = md.split("<details>\n", 1)
     assert f"$$\n{break_lines(proof.statement_latex)}\n$$" in head
     result = [line for line in head.splitlines() if "verified by SymPy" in line]
-    assert result == [f"✅ Proved: verified by SymPy ({proof.checks} equalities checked)"]
+    assert result == [f"**✓ Proved:** verified by SymPy ({proof.checks} equalities checked)"]
     assert folded.startswith("<summary>") and folded.rstrip().endswith("</details>")
     assert all(break_lines(step.latex) in folded for step in proof.steps)
     assert not any(step.latex in head for step in proof.steps if len(step.latex) > 20)
@@ -156,7 +156,7 @@ def test_non_strict_returns_a_failing_proof_that_says_so():
     assert not proof.holds and not bool(proof)
     assert any("variance" in f for f in proof.failures)
     assert proof.as_text().startswith("[FAIL]") and "FAILS" in proof.as_text()
-    assert "does not hold" in proof._repr_markdown_() and "❌" in proof._repr_markdown_()
+    assert "does not hold" in proof._repr_markdown_() and "**✗ FAILS:" in proof._repr_markdown_()
     assert any(step.caption.startswith("✗") for step in proof.steps)
     with pytest.raises(TypeError, match="strict"):
         D.posterior_by_bayes(strict="yes")

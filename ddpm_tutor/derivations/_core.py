@@ -381,12 +381,13 @@ class Proof:
         return f"FAILS: {len(self.failures)} of {self.checks} checked equalities do not hold"
 
     def _result_line(self) -> str:
-        """One line: the verdict, and for a failing proof the steps that fail."""
+        """One line: the verdict, and for a failing proof the steps that fail. ✓ and ✗ rather than
+        emoji, which a browser without an emoji font shows as empty boxes."""
         if self.holds:
-            return "✅ Proved: " + self._verdict()
+            return "**✓ Proved:** " + self._verdict()
         failing = [str(i) for i, step in enumerate(self.steps, 1) if step.caption.startswith("✗")]
         which = ("step " if len(failing) == 1 else "steps ") + ", ".join(failing)
-        return "❌ " + self._verdict() + f" ({which} below, marked ✗)"
+        return "**✗ " + self._verdict() + f"** ({which} below, marked ✗)"
 
     def _repr_markdown_(self) -> str:
         """The statement typeset and the one-line result; the derivation folded beneath them.

@@ -76,3 +76,36 @@ def test_glue_stores_numpy_and_torch_scalars_as_numbers(monkeypatch):
     for value in (np.float64(2.5), torch.tensor(2.5), np.int64(3)):
         book.glue("x", value, display=False)
     assert seen == [2.5, 2.5, 3] and [type(v) for v in seen] == [float, float, int]
+
+
+#: The widest line a page shows without a sideways scroll: the text column of a 1280 px window
+#: holds 80 characters of code (the book's stylesheet, ``_static/code-width.css``, sizes the
+#: code font for that), so a longer code line or output line is clipped behind a scroll bar.
+COLUMN_CHARS = 80
+
+
+def _text_outputs(cell):
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "stream":
+            yield output["text"]
+        elif output["output_type"] in ("execute_result", "display_data"):
+            yield output["data"].get("text/plain", "")
+        elif output["output_type"] == "error":
+            yield output["traceback"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_no_code_or_output_line_is_wider_than_the_column(path):
+    """Every code line and every text output line (stream, text/plain, traceback) of a chapter fits
+    in COLUMN_CHARS characters, so nothing on its page scrolls sideways at 1280 px."""
+    wide = []
+    for number, cell in enumerate(json.loads(path.read_text())["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        texts = [("source", cell["source"])] + [("output", t) for t in _text_outputs(cell)]
+        for kind, text in texts:
+            text = "".join(text) if isinstance(text, list) else text
+            if kind == "output":
+                text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # a traceback's colours take no room
+            wide += [f"cell {number} {kind}: {line}" for line in text.splitlines() if len(line) > COLUMN_CHARS]
+    assert not wide, f"{len(wide)} line(s) wider than {COLUMN_CHARS} characters:\n" + "\n".join(wide)

@@ -19,6 +19,7 @@ from scipy import stats
 
 import ddpm_tutor.derivations as D
 from ddpm_tutor.derivations import ProofError, check_identity, sym
+from ddpm_tutor.derivations._layout import break_lines
 from ddpm_tutor.schedules import cosine_schedule, linear_schedule
 
 S = sym
@@ -89,7 +90,7 @@ def test_every_proof_holds_and_displays(proofs, name):
     assert proof.checks >= 4, "each derivation checks several equalities"
     assert sum(step.caption.startswith("✓") for step in proof.steps) == proof.checks
     md = proof._repr_markdown_()
-    assert proof.name in md and proof.statement_latex in md and "verified by SymPy" in md
+    assert proof.name in md and break_lines(proof.statement_latex) in md and "verified by SymPy" in md
     assert md.count("$$") == 2 * (len(proof.steps) + 1)
     tex = proof._repr_latex_()
     assert tex.startswith("$$\\begin{array}") and tex.endswith("\\end{array}$$")
@@ -97,6 +98,34 @@ def test_every_proof_holds_and_displays(proofs, name):
     text = proof.as_text()
     assert text.startswith("[ok] ") and "verified by SymPy" in text.splitlines()[-1]
     assert "$" not in text and "\\frac" not in text and "\\mid" not in text
+
+
+@pytest.mark.parametrize("name", [f.__name__ for f in D.PROOFS])
+def test_proof_display_shows_the_statement_and_result_and_folds_the_steps(proofs, name):
+    """The page shows the statement (typeset) and a one-line result; the SymPy steps are one
+    click away, in a closed <details>; the plain-text repr is one line that fits the column."""
+    proof = proofs[name]
+    md = proof._repr_markdown_()
+    head, folded = md.split("<details>\n", 1)
+    assert f"$$\n{break_lines(proof.statement_latex)}\n$$" in head
+    result = [line for line in head.splitlines() if "verified by SymPy" in line]
+    assert result == [f"**✓ Proved:** verified by SymPy ({proof.checks} equalities checked)"]
+    assert folded.startswith("<summary>") and folded.rstrip().endswith("</details>")
+    assert all(break_lines(step.latex) in folded for step in proof.steps)
+    assert not any(step.latex in head for step in proof.steps if len(step.latex) > 20)
+    assert "\n\n$$" in folded, "blank lines let Markdown typeset the math inside <details>"
+    text = repr(proof)
+    assert "\n" not in text and len(text) < 80 and text.startswith("<Proof ok, ")
+
+
+def test_failing_proof_display_opens_the_steps_and_names_the_failing_one():
+    proof = D.posterior_by_bayes(variance=b, strict=False)
+    md = proof._repr_markdown_()
+    head, folded = md.split("<details open>\n", 1)
+    failing = [i for i, s in enumerate(proof.steps, 1) if s.caption.startswith("✗")]
+    assert f"{len(proof.failures)} of {proof.checks} checked equalities do not hold" in head
+    assert f"{failing[0]}" in head.splitlines()[-2] and "marked ✗" in head
+    assert repr(proof).startswith("<Proof FAILS, ") and len(repr(proof)) < 80
 
 
 def test_all_proofs_in_book_order(proofs):
@@ -127,7 +156,7 @@ def test_non_strict_returns_a_failing_proof_that_says_so():
     assert not proof.holds and not bool(proof)
     assert any("variance" in f for f in proof.failures)
     assert proof.as_text().startswith("[FAIL]") and "FAILS" in proof.as_text()
-    assert "does not hold" in proof._repr_markdown_() and "❌" in proof._repr_markdown_()
+    assert "does not hold" in proof._repr_markdown_() and "**✗ FAILS:" in proof._repr_markdown_()
     assert any(step.caption.startswith("✗") for step in proof.steps)
     with pytest.raises(TypeError, match="strict"):
         D.posterior_by_bayes(strict="yes")

@@ -18,6 +18,8 @@ import mpmath
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
+from ._layout import break_lines
+
 __all__ = [
     "Proof",
     "ProofError",
@@ -378,13 +380,43 @@ class Proof:
             return f"verified by SymPy ({self.checks} equalities checked)"
         return f"FAILS: {len(self.failures)} of {self.checks} checked equalities do not hold"
 
+    def _result_line(self) -> str:
+        """One line: the verdict, and for a failing proof the steps that fail. ✓ and ✗ rather than
+        emoji, which a browser without an emoji font shows as empty boxes."""
+        if self.holds:
+            return "**✓ Proved:** " + self._verdict()
+        failing = [str(i) for i, step in enumerate(self.steps, 1) if step.caption.startswith("✗")]
+        which = ("step " if len(failing) == 1 else "steps ") + ", ".join(failing)
+        return "**✗ " + self._verdict() + f"** ({which} below, marked ✗)"
+
     def _repr_markdown_(self) -> str:
+        """The statement typeset and the one-line result; the derivation folded beneath them.
+
+        The steps sit in an HTML ``<details>`` block, one click away: closed when the proof holds,
+        open when it fails (so the failing step shows). Blank lines around the ``<details>`` and
+        ``<summary>`` tags let Markdown typeset the ``$$`` math between them (CommonMark ends an
+        HTML block at a blank line), in Jupyter and in the built book alike. A formula wider than
+        the page's column is set over several lines (:func:`~ddpm_tutor.derivations._layout.break_lines`).
+        """
         lines = [f"**{self.name}**" + (f" — *{self.reference}*" if self.reference else ""), ""]
-        lines += ["$$", self.statement_latex, "$$", ""]
+        lines += ["$$", break_lines(self.statement_latex), "$$", ""]
+        lines += [self._result_line(), ""]
+        n = len(self.steps)
+        lines += ["<details open>" if not self.holds else "<details>"]
+        lines += [f"<summary>The derivation, step by step ({n} steps, SymPy)</summary>", ""]
         for i, step in enumerate(self.steps, 1):
-            lines += [f"{i}. {step.caption}", "", "$$", step.latex, "$$", ""]
-        lines.append(("✅ " if self.holds else "❌ ") + self._verdict())
+            lines += [f"{i}. {step.caption}", "", "$$", break_lines(step.latex), "$$", ""]
+        lines += ["</details>"]
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        """One short line (under 80 characters), so a notebook's plain-text output never runs wide."""
+        name = _plain(self.name)
+        head = f"<Proof {'ok' if self.holds else 'FAILS'}, {self.checks} checks: "
+        room = 78 - len(head)
+        if len(name) > room:
+            name = name[: room - 1] + "…"
+        return head + name + ">"
 
     def _repr_latex_(self) -> str:
         rows = [_latex_caption(self.name).replace(r"\text{", r"\textbf{"), self.statement_latex]

@@ -120,8 +120,10 @@ def forward_composition(
     x_t = sp.expand(sp.sqrt(a_t) * x_tm1 + sp.sqrt(1 - a_t) * sym.eps_1)
     d.note(
         "two forward steps (eq. 2 written with noise), substituted into each other",
-        r"x_t = \sqrt{\alpha_t}\big(\sqrt{\alpha_{t-1}}\,x_{t-2} + \sqrt{1-\alpha_{t-1}}\,\varepsilon_2\big)"
-        r" + \sqrt{1-\alpha_t}\,\varepsilon_1 = " + latex(x_t),
+        r"\begin{aligned}x_t &= \sqrt{\alpha_t}\big(\sqrt{\alpha_{t-1}}\,x_{t-2}"
+        r" + \sqrt{1-\alpha_{t-1}}\,\varepsilon_2\big) + \sqrt{1-\alpha_t}\,\varepsilon_1 \\ &= "
+        + latex(x_t)
+        + r"\end{aligned}",
     )
     mean2, var2 = linear_gaussian_moments(x_t, [sym.eps_1, sym.eps_2])
     d.claim(

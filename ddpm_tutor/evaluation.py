@@ -552,8 +552,8 @@ class Evaluation:
             f"precision  {self.precision:8.3f}   real-data floor {self.precision_floor}",
             f"recall     {self.recall:8.3f}   real-data floor {self.recall_floor}",
             f"confident  {self.confident_fraction:8.3f}   rarest digit {self.min_class_fraction:.3f}",
-            f"nearest training digit: median {m.sample_median:.2f} (held-out digits {m.heldout_median:.2f}); "
-            f"flagged {m.flagged_fraction:.3f} (held-out 0.01)",
+            f"nearest training digit: median {m.sample_median:.2f} (held-out digits {m.heldout_median:.2f})",
+            f"copies     {m.flagged_fraction:8.3f}   flagged as near-copies (held-out digits: 0.01)",
         ]
         if self.fid_inception is not None:
             lines.append(f"Inception FID {self.fid_inception:.3f} (ImageNet features: not comparable with FID above)")

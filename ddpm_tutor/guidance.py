@@ -166,14 +166,15 @@ def class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float:
     return float(torch.stack(means).mean()) if means else float("nan")
 
 
-def _fid(features: torch.Tensor) -> float | None:
-    """FID against the MNIST test set in the classifier's features, where the package's evaluation module
-    provides it (None otherwise)."""
+def _fid(images: torch.Tensor) -> float | None:
+    """FID of ``images`` against the MNIST test set, in the feature space of chapter 10 (the classifier's
+    ``fc1`` output before its ReLU, where the test set's statistics were taken); None where the
+    evaluation module's dependencies (torchmetrics) are missing."""
     try:
-        from .evaluation import fid_from_features  # type: ignore[attr-defined]
+        from .evaluation import ClassifierFeatures, fid_from_features
     except ImportError:
         return None
-    return float(fid_from_features(features.double()))
+    return float(fid_from_features(ClassifierFeatures()(images)))
 
 
 def sweep(
@@ -220,6 +221,6 @@ def sweep(
             "confident_requested_fraction": (hit & confident).double().mean().item(),
             "diversity": class_diversity(feats, labels),
             "per_digit": [hit[labels == c].double().mean().item() for c in range(k)],
-            "fid": _fid(feats),
+            "fid": _fid(x),
         })
     return records

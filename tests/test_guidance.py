@@ -1,6 +1,7 @@
 """Class-conditional U-Net, label dropout and classifier-free guidance (tiny configurations, seconds)."""
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -350,3 +351,18 @@ def test_conditional_reference_is_the_cpu_profile_with_labels():
     assert ckpt["step"] == meta["step"] == cpu.steps and "--conditional" in meta["command"]
     model, _ = dt.load_pretrained("mnist-conditional")
     assert model.config.num_classes == 10
+
+
+@pytest.mark.skipif(not os.environ.get("DDPM_TUTOR_DATA"), reason="set DDPM_TUTOR_DATA to the folder holding MNIST")
+def test_sweep_fid_is_measured_where_the_reference_statistics_were_taken():
+    """The sweep's FID uses chapter 10's features (fc1 before its ReLU), so real digits score near the
+    real-data floor; the post-ReLU features of the diversity measure would give thousands."""
+    from ddpm_tutor import evaluation as ev
+    from ddpm_tutor.data import load_mnist, to_model_range
+    from ddpm_tutor.guidance import _fid
+
+    images, _ = load_mnist("train", download=False)
+    x = to_model_range(images[:500])
+    fid = _fid(x)
+    assert fid == pytest.approx(ev.fid_from_features(ev.ClassifierFeatures()(x)), rel=1e-9)
+    assert fid < 60  # chapter 10: the floor of 500 real digits is about 21

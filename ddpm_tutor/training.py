@@ -13,6 +13,10 @@ Around it sit small helpers named beside it: :func:`_resume` (continue a run fro
 ``log_every`` steps; every step's loss is checked there for NaN, inf or an explosion, rather than at
 every step, so a GPU is never made to wait for the CPU), and :func:`_checkpoint` (an atomic checkpoint).
 The run's settings live in :mod:`ddpm_tutor.config`, the checkpoint files in :mod:`ddpm_tutor.checkpoints`.
+
+Started by ``torchrun --nproc_per_node=N``, the same loop runs in N processes (chapter 13): each draws the whole
+global batch from the shared seed and trains on its slice, ``DistributedDataParallel`` averages the gradients,
+and rank 0 alone writes; :mod:`ddpm_tutor.distributed` and :func:`train` say what that keeps the same.
 """
 
 from __future__ import annotations

@@ -273,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=_positive_int, default=None, help="override the profile's number of optimiser steps (the cpu and gpu profiles decay the "
                     "learning rate over them, so a run resumes only with the steps it started with)")
     tr.add_argument("--batch-size", type=_positive_int, default=None,
-                    help="override the profile's images per step (128 in the gpu and cpu profiles; the reference checkpoint: 512); "
-                    "under torchrun the global batch, split evenly among the processes (a multiple of their number)")
+                    help="override the profile's images per step (128 in the gpu and cpu profiles; the reference "
+                    "checkpoint: 512); under torchrun the global batch, split evenly among the processes (a multiple of their number)")
     tr.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     tr.add_argument("--lr", type=float, default=None, help="override the profile's peak learning rate, e.g. 2e-3")
     tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

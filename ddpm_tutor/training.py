@@ -214,8 +214,8 @@ def train(
     last_ckpt: Path | None = None
     run.model.train()
     t0 = time.perf_counter()
-    bar = tqdm(range(run.start_step, config.steps), desc=f"training ({config.profile})", disable=not progress or not world.is_main,
-               initial=run.start_step, total=config.steps)
+    bar = tqdm(range(run.start_step, config.steps), desc=f"training ({config.profile})",
+               disable=not progress or not world.is_main, initial=run.start_step, total=config.steps)
     for step in bar:
         x0, t, eps, c = _draw_batch(images, classes, schedule.T, config, step, generator, part)  # Algorithm 1, lines 2-4
         loss = _optimisation_step(run, step_model, schedule, x0, t, eps, c, config, step, loss_weights, amp_dtype)  # line 5

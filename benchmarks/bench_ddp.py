@@ -138,11 +138,18 @@ def main(argv: list[str] | None = None) -> int:
         summary[v] = {"processes": rounds[0][v]["world_size"], "threads_per_process": rounds[0][v]["threads"],
                       "compiled": args.compile or v.endswith("c"), "steps_per_s": statistics.median(rates),
                       "ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)],
-                      "first_steps_s": statistics.median(rd[v]["first_steps_s"] for rd in rounds)}
+                      "first_steps_s": statistics.median(rd[v]["first_steps_s"] for rd in rounds),
+                      # against every other layout, each ratio within a round, then the median over rounds
+                      "ratio_to": {w: statistics.median(rd[v]["steps_per_s"] / rd[w]["steps_per_s"] for rd in rounds)
+                                   for w in layouts if w != v}}
         print(f"  {summary[v]['processes']} process(es) x {summary[v]['threads_per_process']} thread(s)"
               + (", compiled" if summary[v]["compiled"] else "") + f": median {summary[v]['steps_per_s']:.3f} steps/s, "
               f"x{summary[v]['ratio']:.2f} [{min(ratios):.2f}-{max(ratios):.2f}] against {ref}; set-up and "
               f"{args.warmup} warm-up steps {summary[v]['first_steps_s']:.1f} s")
+    for v in layouts[1:]:
+        others = ", ".join(f"x{r:.2f} against {w}" for w, r in summary[v]["ratio_to"].items() if w != ref)
+        if others:
+            print(f"  {v}: {others}")
     print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     if args.out:
         record = {

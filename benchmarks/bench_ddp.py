@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         record = {
             "what": "training steps per second of dt.train at the same global batch, 1 process against N (torchrun, DDP)",
-            "command": "python benchmarks/bench_ddp.py " + " ".join(argv),
+            "command": shlex.join(["python", "benchmarks/bench_ddp.py", *argv]),
             "device": args.device, "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
             "profile": args.profile, "global_batch": args.batch, "steps": args.steps, "warmup": args.warmup,
             "compile": args.compile, "torch_version": rounds[0][ref]["torch"], "note": args.note,

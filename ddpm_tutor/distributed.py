@@ -80,6 +80,12 @@ def setup(device: torch.device | None) -> tuple[World, torch.device | None]:
     device = _rank_device(device, world)
     cuda = device is not None and torch.device(device).type == "cuda"
     if cuda:
+        if not torch.cuda.is_available() or device.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            raise ValueError(
+                f"process {world.local_rank} on this machine trains on {device}, but the machine has {count} CUDA "
+                f"device(s): start one process per GPU (torchrun --nproc_per_node={max(count, 1)}), or pass --device cpu"
+            )
         torch.cuda.set_device(device)
     # NCCL between GPUs, gloo between CPU processes; env:// reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE
     dist.init_process_group("nccl" if cuda else "gloo", init_method="env://", rank=world.rank, world_size=world.size,

@@ -125,7 +125,9 @@ def test_a_killed_torchrun_run_resumes_with_the_same_command(tmp_path):
     assert ckpt["step"] == 20 and ckpt["world_size"] == 2 and ckpt["history"]["step"] == list(range(4, 24, 4))
     assert ckpt["sample_steps"] == [10, 20]  # rank 0 drew the sample grids
 
-    # resumed in one process, with one more step: the checkpoints of either kind continue in the other
+    # one more step in one process, then one more in two: a checkpoint of either kind continues in the other
     config = cfg.TrainConfig.from_dict(ckpt["train_config"])
     more = tr.train(replace(config, steps=21), data_root=os.environ["DDPM_TUTOR_DATA"], out_dir=out, progress=False)
     assert more.steps_run == 1 and ck.load_checkpoint(out / "checkpoint.pt")["world_size"] == 1
+    again = _run([*command[:command.index("--steps") + 1], "22", *command[command.index("--steps") + 2:]])
+    assert "trained 1 steps" in again.stdout and ck.load_checkpoint(out / "checkpoint.pt")["world_size"] == 2

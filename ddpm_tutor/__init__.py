@@ -16,6 +16,7 @@ module                 what it holds                                    chapter
 ``config``             TrainConfig, the gpu/cpu/smoke profiles          7
 ``checkpoints``        save, load, export; the reference weights        7
 ``training``           train (Algorithm 1)                              7
+``distributed``        torchrun / DistributedDataParallel set-up        13
 ``sampling``           sample, SAMPLERS                                 8, 11
 ``samplers``           ddpm, ddim, dpm_solver_pp(_sde), time steps      8, 11
 ``metrics``            the MNIST classifier that judges samples         8

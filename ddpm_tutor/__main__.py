@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,24 +52,30 @@ def train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    """Train a U-Net on MNIST with a profile; checkpoints go to --out and a rerun resumes."""
+    """Train a U-Net on MNIST with a profile; checkpoints go to --out and a rerun resumes. Under
+    ``torchrun --nproc_per_node=N`` it trains in N processes (:mod:`ddpm_tutor.distributed`); rank 0 prints."""
+    from . import distributed
     from .config import PROFILE_NOTES
     from .training import train
 
     profile, config, changed = train_config(args)
-    print(f"profile {profile}: {PROFILE_NOTES[profile]}")
+    say = print if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None)  # rank 0 speaks
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    say(f"profile {profile}: {PROFILE_NOTES[profile]}" + (f" ({world_size} processes)" if world_size > 1 else ""))
     if changed:
-        print("overridden: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+        say("overridden: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     if args.init_from is not None:
-        print(f"fine-tuning: starting from the EMA weights of {args.init_from}")
+        say(f"fine-tuning: starting from the EMA weights of {args.init_from}")
     try:
         result = train(config, data_root=args.data, out_dir=args.out, resume=not args.no_resume, device=args.device,
                        init_from=args.init_from)
     except (OSError, ValueError, FloatingPointError) as err:  # a missing or mismatched checkpoint, an exploded run,
-        raise SystemExit(f"train: {err}") from None  # a full disk: the message says what to do
+        raise SystemExit(f"train: {err}") from None  # a full disk, a batch that does not divide: the message says what to do
+    finally:
+        distributed.teardown()  # leave the process group torchrun's run joined (nothing to do in one process)
     last = result.history["loss"][-1] if result.history["loss"] else float("nan")
-    print(f"trained {result.steps_run} steps in {result.seconds / 60:.1f} min; last loss {last:.4f}")
-    print(f"checkpoint: {result.checkpoint}")
+    say(f"trained {result.steps_run} steps in {result.seconds / 60:.1f} min; last loss {last:.4f}")
+    say(f"checkpoint: {result.checkpoint}")
     return 0
 
 
@@ -252,10 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser(
         "train",
-        help="train the U-Net on MNIST (Algorithm 1)",
+        help="train the U-Net on MNIST (Algorithm 1); under torchrun --nproc_per_node=N in N processes",
         description="Train the epsilon-prediction U-Net on MNIST (Algorithm 1: L_simple, with min-SNR weights in "
         "the cpu profile). A checkpoint is written to "
-        "OUT/checkpoint.pt every few hundred steps; running the same command again resumes from it.",
+        "OUT/checkpoint.pt every few hundred steps; running the same command again resumes from it. "
+        "`torchrun --nproc_per_node=N -m ddpm_tutor train ...` trains in N processes with DistributedDataParallel "
+        "(one GPU each, or CPU processes), splitting the global --batch-size among them.",
     )
     tr.add_argument("--profile", choices=["gpu", "cpu", "smoke"], default=None,
                     help="size of the run: gpu (minutes on a GPU), cpu (under 45 min on 2 cores), smoke (seconds). "
@@ -264,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=_positive_int, default=None, help="override the profile's number of optimiser steps (the cpu and gpu profiles decay the "
                     "learning rate over them, so a run resumes only with the steps it started with)")
     tr.add_argument("--batch-size", type=_positive_int, default=None,
-                    help="override the profile's images per step (128 in the gpu and cpu profiles; the reference checkpoint: 512)")
+                    help="override the profile's images per step (128 in the gpu and cpu profiles; the reference "
+                    "checkpoint: 512); under torchrun the global batch, split evenly among the processes (a multiple of their number)")
     tr.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     tr.add_argument("--lr", type=float, default=None, help="override the profile's peak learning rate, e.g. 2e-3")
     tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

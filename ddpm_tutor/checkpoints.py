@@ -255,7 +255,8 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, note: dict
             raise ValueError(f"exporting {str(src)!r} would overwrite it with {'the slim copy' if target == dst else 'the record'} "
                              f"({target}); the training checkpoint would be lost: write the export under another name")
     ckpt = load_checkpoint(src)
-    slim = {k: ckpt[k] for k in ("format", "step", "train_config", "model", "ema", "history", "train_seconds", "torch_version", "init_from") if k in ckpt}
+    slim = {k: ckpt[k] for k in ("format", "step", "train_config", "model", "ema", "history", "train_seconds", "world_size",
+                                 "torch_version", "init_from") if k in ckpt}
     dst = save_checkpoint(dst, slim)
     record = {
         "sha256": sha256_file(dst),

@@ -13,6 +13,10 @@ Around it sit small helpers named beside it: :func:`_resume` (continue a run fro
 ``log_every`` steps; every step's loss is checked there for NaN, inf or an explosion, rather than at
 every step, so a GPU is never made to wait for the CPU), and :func:`_checkpoint` (an atomic checkpoint).
 The run's settings live in :mod:`ddpm_tutor.config`, the checkpoint files in :mod:`ddpm_tutor.checkpoints`.
+
+Started by ``torchrun --nproc_per_node=N``, the same loop runs in N processes (chapter 13): each draws the whole
+global batch from the shared seed and trains on its slice, ``DistributedDataParallel`` averages the gradients,
+and rank 0 alone writes; :mod:`ddpm_tutor.distributed` and :func:`train` say what that keeps the same.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from .checkpoints import (
     require_keys,
     save_checkpoint,
 )
+from .distributed import World, all_mean, setup, shard
 from .config import (  # noqa: F401  (chapters 7 and 8 read PROFILES, PROFILE_NOTES, build_schedule here)
     PROFILE_NOTES,
     PROFILES,
@@ -153,20 +158,37 @@ def train(
         labels: int64 ``(N,)`` class of each image of ``data``, for a conditional network (``config.unet.num_classes``
             set); MNIST's training labels when ``data`` is None. Ignored by an unconditional network.
 
+    Several processes: started by ``torchrun --nproc_per_node=N`` (``RANK`` and ``WORLD_SIZE`` set), ``train`` joins
+    the process group (:func:`ddpm_tutor.distributed.setup`: NCCL on CUDA, one GPU per process, gloo on the CPU)
+    and trains the model wrapped in ``DistributedDataParallel``; without them it trains in one process, with no
+    process group. ``config.batch_size`` stays the global batch: each rank trains on its ``1/N`` slice of the batch
+    a single process would draw (see :func:`_draw_batch`), and the gradients are averaged over the ranks, so a
+    recipe means the same at any N and N processes take, up to the order of floating-point sums, the steps one
+    process takes. The weights, the optimiser and the EMA are therefore identical on every rank (each rank keeps
+    its own EMA of the same weights); the logged loss is the mean over the ranks. Only rank 0 writes checkpoints,
+    draws the sample grids of ``history["samples"]`` and shows the progress bar. Checkpoints hold the unwrapped
+    network's ``state_dict`` (no ``module.`` prefixes) and the number of processes that wrote them
+    (``"world_size"``): a checkpoint written by N processes loads, samples and resumes in one, and the other way
+    round. With ``dropout > 0`` each rank draws its own dropout masks, so there the agreement with one process is
+    in distribution only.
+
     Raises:
         FloatingPointError: a step's loss became NaN, inf or above :data:`EXPLODED_LOSS`, warm-up included
             (every step's loss is checked every ``log_every`` steps and before every checkpoint, so the last
             checkpoint written holds good weights; the message names it and says what to try).
         CheckpointMismatchError: ``out_dir`` holds a checkpoint of a different configuration.
-        ValueError: ``out_dir`` cannot be written (checked before training), ``device`` is not there, or
-            ``out_dir`` holds a checkpoint that cannot be resumed (an export, or more steps than ``config.steps``).
+        ValueError: ``out_dir`` cannot be written (checked before training), ``device`` is not there,
+            ``out_dir`` holds a checkpoint that cannot be resumed (an export, or more steps than ``config.steps``),
+            or ``config.batch_size`` does not divide among the processes of a ``torchrun`` run.
         OSError: the disk filled up while checkpointing (the previous checkpoint is kept).
     """
     if config is None or isinstance(config, str):
         config = profile_config(config)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig or a profile name, got {type(config).__name__}")
+    world, device = setup(device)  # torchrun: join the process group (NCCL or gloo); else one process, no group
     device = resolve_device(device)
+    part = shard(config.batch_size, world)  # this rank's slice of each global batch (refuses one that does not divide)
     if out_dir is not None:  # before any training: a read-only or mistyped out_dir fails now, not at the first checkpoint
         check_writable_folder(out_dir, "out_dir")
     images = _training_images(config, data, data_root).to(device)
@@ -175,11 +197,13 @@ def train(
     run = _new_run(config, device, init_from)
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt_path is not None:
-        remove_orphans(ckpt_path)  # the temporary files of a run that was killed while writing a checkpoint
+        if world.is_main:
+            remove_orphans(ckpt_path)  # the temporary files of a run that was killed while writing a checkpoint
         if resume and ckpt_path.exists():
             _resume(run, config, ckpt_path, device)
 
-    step_model = torch.compile(run.model) if config.compile else run.model
+    step_model = _parallel(run.model, world, device)  # DistributedDataParallel under torchrun, else the model itself
+    step_model = torch.compile(step_model) if config.compile else step_model
     amp_dtype = _autocast_dtype(config, device)
     # lambda_t for every step, computed once: the loop only indexes it (no per-step schedule maths or syncs).
     loss_weights = None
@@ -190,10 +214,10 @@ def train(
     last_ckpt: Path | None = None
     run.model.train()
     t0 = time.perf_counter()
-    bar = tqdm(range(run.start_step, config.steps), desc=f"training ({config.profile})", disable=not progress,
-               initial=run.start_step, total=config.steps)
+    bar = tqdm(range(run.start_step, config.steps), desc=f"training ({config.profile})",
+               disable=not progress or not world.is_main, initial=run.start_step, total=config.steps)
     for step in bar:
-        x0, t, eps, c = _draw_batch(images, classes, schedule.T, config, step, generator)  # Algorithm 1, lines 2-4
+        x0, t, eps, c = _draw_batch(images, classes, schedule.T, config, step, generator, part)  # Algorithm 1, lines 2-4
         loss = _optimisation_step(run, step_model, schedule, x0, t, eps, c, config, step, loss_weights, amp_dtype)  # line 5
         run.ema.update(run.model)
         pending.append(loss)
@@ -202,12 +226,12 @@ def train(
         sample_now = config.sample_every and (done % config.sample_every == 0 or done == config.steps)
         ckpt_now = done % config.checkpoint_every == 0 or done == config.steps
         if log_now or sample_now or ckpt_now:  # the only places the loop waits for the device
-            _log(run, config, done, pending, bar, last_ckpt, record=log_now)
+            _log(run, config, done, pending, bar, last_ckpt, record=log_now, world=world)
             pending = []
-        if sample_now:
+        if sample_now and world.is_main:
             _snapshot(run, schedule, config, done, device)
         if ckpt_now and ckpt_path is not None:
-            last_ckpt = _checkpoint(run, config, ckpt_path, done, device, time.perf_counter() - t0)
+            last_ckpt = _checkpoint(run, config, ckpt_path, done, device, time.perf_counter() - t0, world)
     bar.close()
     seconds = time.perf_counter() - t0
 
@@ -222,24 +246,29 @@ def train(
 
 
 def _draw_batch(
-    images: torch.Tensor, classes: torch.Tensor | None, T: int, config: TrainConfig, step: int, generator: torch.Generator
+    images: torch.Tensor, classes: torch.Tensor | None, T: int, config: TrainConfig, step: int, generator: torch.Generator,
+    part: slice = slice(None),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Algorithm 1, lines 2-4: ``x0 ~ q(x0)``, ``t ~ Uniform`` (code steps 0..T-1), ``eps ~ N(0, I)``; for a
     conditional network also ``x0``'s label ``c``, replaced by "no label" (index ``num_classes``) with probability
     ``config.label_dropout`` (classifier-free guidance, chapter 12), else ``c`` is None.
 
     Each step's draw depends only on ``(config.seed, step)``, so a resumed run draws what an uninterrupted one would.
+    Under ``torchrun`` every rank draws the whole global batch of ``config.batch_size`` (the same on every rank)
+    and returns its slice ``part`` of it (:func:`ddpm_tutor.distributed.shard`): the ranks' slices together are
+    the batch one process draws, whatever the number of processes.
     """
     generator.manual_seed(config.seed * 1_000_003 + step)
     device, layout = images.device, memory_format(config)
-    idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=generator, device=device)
-    x0 = images[idx].contiguous(memory_format=layout)  # (B, C, H, W) in [-1, 1]
-    t = torch.randint(0, T, (config.batch_size,), generator=generator, device=device)  # (B,) int64
-    eps = torch.randn(x0.shape, generator=generator, device=device).contiguous(memory_format=layout)
+    B, shape = config.batch_size, (config.batch_size, *images.shape[1:])  # the global batch
+    idx = torch.randint(0, images.shape[0], (B,), generator=generator, device=device)[part]
+    x0 = images[idx].contiguous(memory_format=layout)  # (B / world_size, C, H, W) in [-1, 1]
+    t = torch.randint(0, T, (B,), generator=generator, device=device)[part]  # (B / world_size,) int64
+    eps = torch.randn(shape, generator=generator, device=device)[part].contiguous(memory_format=layout)
     if classes is None:
         return x0, t, eps, None
-    drop = torch.rand(config.batch_size, generator=generator, device=device) < config.label_dropout
-    c = torch.where(drop, config.unet.num_classes, classes[idx])  # (B,) int64
+    drop = (torch.rand(B, generator=generator, device=device) < config.label_dropout)[part]
+    c = torch.where(drop, config.unet.num_classes, classes[idx])  # (B / world_size,) int64
     return x0, t, eps, c
 
 
@@ -270,11 +299,12 @@ def _optimisation_step(
 
 
 def _log(run: _Run, config: TrainConfig, done: int, pending: list[torch.Tensor], bar, last_ckpt: Path | None,
-         record: bool) -> None:
+         record: bool, world: World = World()) -> None:
     """Read the losses of the steps since the last call (one sync), stop at the first that is NaN, inf or above
     :data:`EXPLODED_LOSS` (warm-up included), and every ``log_every`` steps record their mean and warn if it
-    jumped far above the lowest mean after the warm-up."""
-    losses = torch.stack(pending).float().tolist()
+    jumped far above the lowest mean after the warm-up. Under ``torchrun`` each step's loss is first averaged over
+    the ranks (one all-reduce per call): the global batch's loss, the same on every rank, so all ranks stop together."""
+    losses = all_mean(torch.stack(pending).float(), world).tolist()
     first = done - len(losses)
     bad = next((i for i, v in enumerate(losses) if not v < EXPLODED_LOSS), None)  # NaN < x is False
     if bad is not None:
@@ -295,7 +325,7 @@ def _log(run: _Run, config: TrainConfig, done: int, pending: list[torch.Tensor],
     run.history["loss"].append(mean)
     run.history["lr"].append(learning_rate(config, done - 1))
     bar.set_postfix(loss=f"{mean:.4f}")
-    if mean > DIVERGENCE_FACTOR * lowest and not run.warned:
+    if mean > DIVERGENCE_FACTOR * lowest and not run.warned and world.is_main:
         run.warned = True
         warnings.warn(
             f"the training loss jumped to {mean:.4f} at step {done}, more than {DIVERGENCE_FACTOR:g} times its "
@@ -318,14 +348,19 @@ def _snapshot(run: _Run, schedule: NoiseSchedule, config: TrainConfig, done: int
     run.model.train()
 
 
-def _checkpoint(run: _Run, config: TrainConfig, path: Path, done: int, device: torch.device, seconds: float) -> Path:
-    """Write the run's state after ``done`` steps to ``path`` (atomically); weights that are not finite are refused."""
+def _checkpoint(run: _Run, config: TrainConfig, path: Path, done: int, device: torch.device, seconds: float,
+                world: World = World()) -> Path:
+    """Write the run's state after ``done`` steps to ``path`` (atomically); weights that are not finite are refused.
+
+    Under ``torchrun`` every rank checks its weights (the same on every rank) and only rank 0 writes."""
     params = list(run.model.parameters())
     if not bool(torch.stack([p.isfinite().all() for p in params]).all()):  # one sync per checkpoint
         raise FloatingPointError(
             f"the weights are no longer finite at step {done}: the checkpoint was not written, so {path} keeps "
             "the last good one. Lower TrainConfig.lr, keep grad_clip on, or set mixed_precision='off'"
         )
+    if not world.is_main:
+        return path
     history = {k: v for k, v in run.history.items() if k != "samples"}
     return save_checkpoint(path, {
         "format": CHECKPOINT_FORMAT,
@@ -340,11 +375,24 @@ def _checkpoint(run: _Run, config: TrainConfig, path: Path, done: int, device: t
         "sample_steps": [s for s, _ in run.history["samples"]],
         "sample_images": [x for _, x in run.history["samples"]],
         "train_seconds": run.seconds_before + seconds,
+        "world_size": world.size,  # the processes that trained it (its last call's, after a resume)
         "cpu_rng_state": torch.get_rng_state(),
         **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
         "torch_version": str(torch.__version__),
         **({"init_from": run.origin} if run.origin else {}),
     })
+
+
+def _parallel(model: UNet, world: World, device: torch.device) -> torch.nn.Module:
+    """``model`` wrapped in ``DistributedDataParallel`` when a process group is in use, else ``model`` itself.
+
+    The wrapper shares the model's parameters (the optimiser, the EMA and the checkpoints use the model itself,
+    so saved names carry no ``module.`` prefix); at construction it broadcasts rank 0's weights, and in backward
+    it all-reduces the gradients to their mean over the ranks."""
+    if not world.distributed:
+        return model
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def _new_run(config: TrainConfig, device: torch.device, init_from: str | os.PathLike | None) -> _Run:

@@ -42,12 +42,30 @@ def train_config(args: argparse.Namespace):
                   "unet.channels": ",".join(map(str, args.channels)) if args.channels else None,
                   # a class-conditional U-Net for classifier-free guidance (chapter 12)
                   "unet.num_classes": 10 if args.conditional else None}
-    settings = [f"{k}={v}" for k, v in shorthands.items() if v is not None] + list(args.set or [])
+    settings = [f"{k}={v}" for k, v in shorthands.items() if v is not None]
+    if args.image_size is not None and args.dataset is None:
+        raise SystemExit("train: --image-size goes with --dataset folder:PATH (the other datasets have a fixed size)")
+    if args.dataset is not None:  # the data fixes the U-Net's channels and image size
+        settings += _dataset_settings(args)
+    settings += list(args.set or [])
     try:  # the configs validate every field; their messages name it
         config, changed = apply_overrides(base, settings)
     except (TypeError, ValueError) as err:
         raise SystemExit(f"train: {err}") from None
     return profile, config, changed
+
+
+def _dataset_settings(args: argparse.Namespace) -> list[str]:
+    """``--set`` settings for ``--dataset``: its name and the U-Net's channels and image size, read from the data."""
+    from .data import DatasetError
+    from .datasets import dataset_shape, load_dataset
+
+    try:
+        images, _ = load_dataset(args.dataset, "train", root=args.data, image_size=args.image_size)
+    except (DatasetError, ValueError, TypeError) as err:
+        raise SystemExit(f"train: --dataset {args.dataset}: {err}") from None
+    shape = dataset_shape(images)
+    return [f"dataset={args.dataset}"] + [f"unet.{k}={v}" for k, v in shape.items()]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -287,8 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "guidance: `sample --labels 0123456789 --guidance 3` (chapter 12)")
     tr.add_argument("--label-dropout", type=float, default=None,
                     help="with --conditional: the probability of replacing a label by 'no label' (default 0.1)")
+    tr.add_argument("--dataset", default=None, metavar="NAME",
+                    help="what to train on: mnist (the default), fashion-mnist, cifar10, or folder:PATH (every image "
+                    "under PATH; with --image-size); the U-Net's channels and image size follow the data, and the "
+                    "checkpoint records the name")
+    tr.add_argument("--image-size", type=_positive_int, default=None, metavar="S",
+                    help="with --dataset folder:PATH: resize each image's shorter side to S and centre-crop S x S "
+                    "(S divisible by 4 for the cpu and gpu profiles' U-Net)")
     tr.add_argument("--data", default=None,
-                    help="folder with the MNIST IDX files (default: $DDPM_TUTOR_DATA, else download to the user cache)")
+                    help="folder with the dataset's files, or one subfolder per dataset (default: $DDPM_TUTOR_DATA, "
+                    "else download to the user cache)")
     tr.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda if available)")
     tr.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pt exists")
     tr.add_argument("--init-from", default=None, metavar="CHECKPOINT",

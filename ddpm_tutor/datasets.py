@@ -188,7 +188,7 @@ class _ArraysOnly(pickle.Unpickler):
 
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar")}
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # protocol 2 writes bytes with it
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
@@ -237,8 +237,9 @@ def load_cifar10(
     images, labels = [], []
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
+            names = set(tar.getnames())
             for member in _CIFAR10_BATCHES[split]:
-                handle = tar.extractfile(member)
+                handle = tar.extractfile(member) if member in names else None
                 if handle is None:
                     raise KeyError(member)
                 batch = _ArraysOnly(handle, encoding="bytes").load()

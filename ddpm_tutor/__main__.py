@@ -109,11 +109,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             check_output_file(args.quality_json, "--quality-json")
     except ValueError as err:
         raise SystemExit(f"sample: {err}") from None
+    dataset = "mnist"  # what the checkpoint was trained on: it picks the classifier of --quality
     try:
         if args.checkpoint == "pretrained" or args.checkpoint.startswith("pretrained:"):
             model, schedule = load_pretrained(args.checkpoint.partition(":")[2] or "mnist", device=device)
         else:
-            model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+            model, schedule, ckpt = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+            dataset = ckpt["train_config"].get("dataset", "mnist")
     except (FileNotFoundError, ValueError) as err:  # missing, corrupt or mismatched: the message says what to do
         raise SystemExit(f"sample: {err}") from None
     num_classes = model.config.num_classes
@@ -146,9 +148,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     print(f"wrote {args.n} samples to {path} ({args.sampler}, {args.n} x {nfe} network evaluations in {seconds:.0f} s "
           f"on {device}{batches})")
     if args.quality or args.quality_json:
-        from .metrics import sample_quality
+        from .metrics import CLASSIFIER_DATASETS, sample_quality
 
-        quality = sample_quality(x)
+        if dataset not in CLASSIFIER_DATASETS:
+            raise SystemExit(f"sample: --quality needs a shipped classifier, and there is none for {dataset} (only for "
+                             f"{', '.join(CLASSIFIER_DATASETS)}); the samples were written to {path}")
+        quality = sample_quality(x, dataset=dataset)
         print(quality)
         if labels is not None:
             print(f"classified as the requested digit: {(quality.predictions == labels).double().mean().item():.1%}")
@@ -157,6 +162,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             record = {
                 **quality.to_dict(),
                 "checkpoint": args.checkpoint,
+                **({"dataset": dataset} if dataset != "mnist" else {}),
                 **({"labels": "".join(map(str, args.labels)), "guidance": args.guidance,
                     "requested_fraction": (quality.predictions == labels).double().mean().item()} if labels is not None else {}),
                 "weights": "raw" if args.raw else "ema",
@@ -188,18 +194,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if json_path is not None and not json_path.parent.is_dir():  # fail now, not after minutes of sampling
         raise SystemExit(f"evaluate: --json {args.json}: folder {json_path.parent} does not exist; create it first")
     sampler_kwargs = {name: getattr(args, name) for name in ("variance", "sampler", "steps", "eta") if getattr(args, name) is not None}
+    dataset = "mnist"  # what the checkpoint was trained on: its classifier, test set and training set measure it
     try:  # a device that is not there, a missing, corrupt or mismatched checkpoint: one line saying what to do
         device = str(resolve_device(args.device))
         if args.checkpoint == "pretrained":
             model, schedule = load_pretrained(device=device)
         else:
-            model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+            model, schedule, ckpt = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+            dataset = ckpt["train_config"].get("dataset", "mnist")
+        from .metrics import classifier_path
+
+        classifier_path(dataset)  # a dataset without a shipped classifier: refused before minutes of sampling
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"evaluate: {err}") from None
     generator = torch.Generator(device=device).manual_seed(args.seed)
     try:
         record = evaluate(model, schedule, n=args.n, generator=generator, batch_size=args.batch_size,
-                          floor_draws=args.floor_draws, inception=args.inception, **sampler_kwargs)
+                          floor_draws=args.floor_draws, inception=args.inception, dataset=dataset, **sampler_kwargs)
     except (RuntimeError, FloatingPointError) as err:  # e.g. --inception without its weights, NaN samples
         raise SystemExit(f"evaluate: {err}") from None
     print(record)
@@ -207,6 +218,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         out = {
             **record.to_dict(),
             "checkpoint": args.checkpoint,
+            **({"dataset": dataset} if dataset != "mnist" else {}),
             "weights": "raw" if args.raw else "ema",
             "seed": args.seed,
             "device": str(device),

@@ -112,7 +112,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     dataset = "mnist"  # what the checkpoint was trained on: it picks the classifier of --quality
     try:
         if args.checkpoint == "pretrained" or args.checkpoint.startswith("pretrained:"):
-            model, schedule = load_pretrained(args.checkpoint.partition(":")[2] or "mnist", device=device)
+            name = args.checkpoint.partition(":")[2] or "mnist"
+            model, schedule = load_pretrained(name, device=device)
+            dataset = name.removesuffix("-conditional")
         else:
             model, schedule, ckpt = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
             dataset = ckpt["train_config"].get("dataset", "mnist")
@@ -343,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sa.add_argument("--checkpoint", required=True,
                     help="a checkpoint.pt written by `train`, or 'pretrained' for the reference model shipped in the package "
-                    "('pretrained:mnist-conditional' for the class-conditional one)")
+                    "('pretrained:mnist-conditional' for the class-conditional one, 'pretrained:fashion-mnist' for Fashion-MNIST)")
     sa.add_argument("--n", type=_positive_int, default=None,
                     help="number of samples (default 64, or the number of --labels)")
     sa.add_argument("--labels", type=_digits, default=None, metavar="DIGITS",

@@ -197,6 +197,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit(f"evaluate: --json {args.json}: folder {json_path.parent} does not exist; create it first")
     sampler_kwargs = {name: getattr(args, name) for name in ("variance", "sampler", "steps", "eta") if getattr(args, name) is not None}
     dataset = "mnist"  # what the checkpoint was trained on: its classifier, test set and training set measure it
+    trained: dict = {}  # how long a checkpoint file was trained, for the record
     try:  # a device that is not there, a missing, corrupt or mismatched checkpoint: one line saying what to do
         device = str(resolve_device(args.device))
         if args.checkpoint == "pretrained":
@@ -204,6 +205,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             model, schedule, ckpt = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
             dataset = ckpt["train_config"].get("dataset", "mnist")
+            trained = {"train_step": int(ckpt["step"]), "train_seconds": round(float(ckpt.get("train_seconds", 0)), 1)}
         from .metrics import classifier_path
 
         classifier_path(dataset)  # a dataset without a shipped classifier: refused before minutes of sampling
@@ -221,6 +223,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             **record.to_dict(),
             "checkpoint": args.checkpoint,
             **({"dataset": dataset} if dataset != "mnist" else {}),
+            **trained,
             "weights": "raw" if args.raw else "ema",
             "seed": args.seed,
             "device": str(device),

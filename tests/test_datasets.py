@@ -335,3 +335,25 @@ def test_config_records_the_dataset():
     assert TrainConfig.from_dict(cfg.to_dict()).dataset == "fashion-mnist"
     with pytest.raises(ValueError, match="TrainConfig.dataset must be"):
         TrainConfig(dataset="fashion")
+
+
+@pytest.mark.skipif(not REAL_ROOT, reason="needs DDPM_TUTOR_DATA with a fashion-mnist/ subfolder")
+def test_evaluate_measures_a_fashion_checkpoint_with_the_fashion_classifier(tmp_path):
+    """evaluate reads the dataset from the checkpoint: Fashion-MNIST's classifier, test features and training set."""
+    import json
+
+    from ddpm_tutor.__main__ import main
+
+    if not (Path(REAL_ROOT) / "fashion-mnist").is_dir():
+        pytest.skip("DDPM_TUTOR_DATA has no fashion-mnist/ subfolder")
+    run = tmp_path / "run"
+    main(["train", "--profile", "smoke", "--steps", "2", "--set", "checkpoint_every=2", "--set", "sample_every=0",
+          "--dataset", "fashion-mnist", "--out", str(run)])
+    out = tmp_path / "eval.json"
+    main(["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--n", "8", "--sampler", "ddim", "--steps", "2",
+          "--floor-draws", "2", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert record["dataset"] == "fashion-mnist" and record["train_step"] == 2
+    assert record["features"].startswith("fashion-mnist classifier")
+    # the floor is real Fashion-MNIST training images against the Fashion-MNIST test set: far below noise's FID
+    assert record["fid_floor"]["mean"] < record["fid"]

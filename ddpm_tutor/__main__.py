@@ -155,7 +155,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         if dataset not in CLASSIFIER_DATASETS:
             raise SystemExit(f"sample: --quality needs a shipped classifier, and there is none for {dataset} (only for "
                              f"{', '.join(CLASSIFIER_DATASETS)}); the samples were written to {path}")
-        quality = sample_quality(x, dataset=dataset)
+        quality = sample_quality(x, **({"dataset": dataset} if dataset != "mnist" else {}))
         print(quality)
         if labels is not None:
             print(f"classified as the requested digit: {(quality.predictions == labels).double().mean().item():.1%}")

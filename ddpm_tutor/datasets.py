@@ -162,7 +162,9 @@ def _download_cifar10(folder: Path) -> None:
     def fetch(tmp: Path) -> None:
         digest = hashlib.sha256()
         with open(tmp, "wb") as out, urllib.request.urlopen(CIFAR10_URL, timeout=60) as response:
-            with tqdm(total=170_498_071, unit="B", unit_scale=True, desc=_CIFAR10_ARCHIVE) as bar:
+            length = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+            total = int(length) if length and length.isdigit() else None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=_CIFAR10_ARCHIVE) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)

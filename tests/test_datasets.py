@@ -357,3 +357,19 @@ def test_evaluate_measures_a_fashion_checkpoint_with_the_fashion_classifier(tmp_
     assert record["features"].startswith("fashion-mnist classifier")
     # the floor is real Fashion-MNIST training images against the Fashion-MNIST test set: far below noise's FID
     assert record["fid_floor"]["mean"] < record["fid"]
+
+
+def test_cifar10_download_is_verified_before_it_is_kept(tmp_path, monkeypatch):
+    served = tmp_path / "served" / "cifar-10-python.tar.gz"
+    served.parent.mkdir()
+    _cifar_archive(served)
+    monkeypatch.setattr(datasets, "CIFAR10_URL", served.as_uri())
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    with pytest.raises(DatasetError, match="sha256 .* expected .*the download was damaged"):
+        load_dataset("cifar10", "test", root=data_root)  # the served file is not the official archive
+    assert not any(p.is_file() for p in data_root.rglob("*"))  # nothing kept, not even a partial file
+    monkeypatch.setattr(datasets, "CIFAR10_SHA256", hashlib.sha256(served.read_bytes()).hexdigest())
+    images, _ = load_dataset("cifar10", "test", root=data_root)
+    assert images.shape == (3, 3, 32, 32)
+    assert (data_root / "cifar10" / "cifar-10-python.tar.gz").read_bytes() == served.read_bytes()

@@ -325,6 +325,10 @@ def test_train_dataset_bad_input(tmp_path):
         main(["train", "--profile", "smoke", "--image-size", "8", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="'svhn' is not a dataset"):
         main(["train", "--profile", "smoke", "--dataset", "svhn", "--out", str(tmp_path)])
+    _save(tmp_path / "pics" / "a.png", np.zeros((8, 8), dtype=np.uint8))
+    with pytest.raises(SystemExit, match=r"conditional U-Net .*needs labels, and folder:.*pics has none"):
+        main(["train", "--profile", "smoke", "--conditional", "--dataset", f"folder:{tmp_path / 'pics'}",
+              "--out", str(tmp_path / "run")])
 
 
 def test_config_records_the_dataset():

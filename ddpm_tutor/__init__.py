@@ -12,6 +12,7 @@ module                 what it holds                                    chapter
 ``losses``             the bound's terms, simple_loss                   5-6
 ``derivations``        the SymPy proofs, one function per identity      1-6
 ``data``               MNIST in IDX form: download, verify, load        7
+``datasets``           load_dataset: Fashion-MNIST, CIFAR-10, folders   13
 ``unet``               UNetConfig, UNet (eps_theta)                     7
 ``config``             TrainConfig, the gpu/cpu/smoke profiles          7
 ``checkpoints``        save, load, export; the reference weights        7
@@ -38,7 +39,7 @@ from .unet import UNet, UNetConfig
 from .config import TrainConfig, profile_config, resolve_profile
 from .checkpoints import load_model, load_pretrained
 from .training import train
-from . import data, guidance, metrics, plotting, records, samplers
+from . import data, datasets, guidance, metrics, plotting, records, samplers
 
 
 def _version() -> str:

@@ -43,12 +43,30 @@ def train_config(args: argparse.Namespace):
                   "unet.channels": ",".join(map(str, args.channels)) if args.channels else None,
                   # a class-conditional U-Net for classifier-free guidance (chapter 12)
                   "unet.num_classes": 10 if args.conditional else None}
-    settings = [f"{k}={v}" for k, v in shorthands.items() if v is not None] + list(args.set or [])
+    settings = [f"{k}={v}" for k, v in shorthands.items() if v is not None]
+    if args.image_size is not None and args.dataset is None:
+        raise SystemExit("train: --image-size goes with --dataset folder:PATH (the other datasets have a fixed size)")
+    if args.dataset is not None:  # the data fixes the U-Net's channels and image size
+        settings += _dataset_settings(args)
+    settings += list(args.set or [])
     try:  # the configs validate every field; their messages name it
         config, changed = apply_overrides(base, settings)
     except (TypeError, ValueError) as err:
         raise SystemExit(f"train: {err}") from None
     return profile, config, changed
+
+
+def _dataset_settings(args: argparse.Namespace) -> list[str]:
+    """``--set`` settings for ``--dataset``: its name and the U-Net's channels and image size, read from the data."""
+    from .data import DatasetError
+    from .datasets import dataset_shape, load_dataset
+
+    try:
+        images, _ = load_dataset(args.dataset, "train", root=args.data, image_size=args.image_size)
+    except (DatasetError, ValueError, TypeError) as err:
+        raise SystemExit(f"train: --dataset {args.dataset}: {err}") from None
+    shape = dataset_shape(images)
+    return [f"dataset={args.dataset}"] + [f"unet.{k}={v}" for k, v in shape.items()]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -98,11 +116,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             check_output_file(args.quality_json, "--quality-json")
     except ValueError as err:
         raise SystemExit(f"sample: {err}") from None
+    dataset = "mnist"  # what the checkpoint was trained on: it picks the classifier of --quality
     try:
         if args.checkpoint == "pretrained" or args.checkpoint.startswith("pretrained:"):
-            model, schedule = load_pretrained(args.checkpoint.partition(":")[2] or "mnist", device=device)
+            name = args.checkpoint.partition(":")[2] or "mnist"
+            model, schedule = load_pretrained(name, device=device)
+            dataset = name.removesuffix("-conditional")
         else:
-            model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+            model, schedule, ckpt = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+            dataset = ckpt["train_config"].get("dataset", "mnist")
     except (FileNotFoundError, ValueError) as err:  # missing, corrupt or mismatched: the message says what to do
         raise SystemExit(f"sample: {err}") from None
     num_classes = model.config.num_classes
@@ -135,9 +157,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     print(f"wrote {args.n} samples to {path} ({args.sampler}, {args.n} x {nfe} network evaluations in {seconds:.0f} s "
           f"on {device}{batches})")
     if args.quality or args.quality_json:
-        from .metrics import sample_quality
+        from .metrics import CLASSIFIER_DATASETS, sample_quality
 
-        quality = sample_quality(x)
+        if dataset not in CLASSIFIER_DATASETS:
+            raise SystemExit(f"sample: --quality needs a shipped classifier, and there is none for {dataset} (only for "
+                             f"{', '.join(CLASSIFIER_DATASETS)}); the samples were written to {path}")
+        quality = sample_quality(x, **({"dataset": dataset} if dataset != "mnist" else {}))
         print(quality)
         if labels is not None:
             print(f"classified as the requested digit: {(quality.predictions == labels).double().mean().item():.1%}")
@@ -146,6 +171,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             record = {
                 **quality.to_dict(),
                 "checkpoint": args.checkpoint,
+                **({"dataset": dataset} if dataset != "mnist" else {}),
                 **({"labels": "".join(map(str, args.labels)), "guidance": args.guidance,
                     "requested_fraction": (quality.predictions == labels).double().mean().item()} if labels is not None else {}),
                 "weights": "raw" if args.raw else "ema",
@@ -177,18 +203,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if json_path is not None and not json_path.parent.is_dir():  # fail now, not after minutes of sampling
         raise SystemExit(f"evaluate: --json {args.json}: folder {json_path.parent} does not exist; create it first")
     sampler_kwargs = {name: getattr(args, name) for name in ("variance", "sampler", "steps", "eta") if getattr(args, name) is not None}
+    dataset = "mnist"  # what the checkpoint was trained on: its classifier, test set and training set measure it
+    trained: dict = {}  # how long a checkpoint file was trained, for the record
     try:  # a device that is not there, a missing, corrupt or mismatched checkpoint: one line saying what to do
         device = str(resolve_device(args.device))
         if args.checkpoint == "pretrained":
             model, schedule = load_pretrained(device=device)
         else:
-            model, schedule, _ = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+            model, schedule, ckpt = load_model(args.checkpoint, which="model" if args.raw else "ema", device=device)
+            dataset = ckpt["train_config"].get("dataset", "mnist")
+            trained = {"train_step": int(ckpt["step"]), "train_seconds": round(float(ckpt.get("train_seconds", 0)), 1)}
+        from .metrics import classifier_path
+
+        classifier_path(dataset)  # a dataset without a shipped classifier: refused before minutes of sampling
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"evaluate: {err}") from None
     generator = torch.Generator(device=device).manual_seed(args.seed)
     try:
         record = evaluate(model, schedule, n=args.n, generator=generator, batch_size=args.batch_size,
-                          floor_draws=args.floor_draws, inception=args.inception, **sampler_kwargs)
+                          floor_draws=args.floor_draws, inception=args.inception, dataset=dataset, **sampler_kwargs)
     except (RuntimeError, FloatingPointError) as err:  # e.g. --inception without its weights, NaN samples
         raise SystemExit(f"evaluate: {err}") from None
     print(record)
@@ -196,6 +229,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         out = {
             **record.to_dict(),
             "checkpoint": args.checkpoint,
+            **({"dataset": dataset} if dataset != "mnist" else {}),
+            **trained,
             "weights": "raw" if args.raw else "ema",
             "seed": args.seed,
             "device": str(device),
@@ -297,8 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "guidance: `sample --labels 0123456789 --guidance 3` (chapter 12)")
     tr.add_argument("--label-dropout", type=float, default=None,
                     help="with --conditional: the probability of replacing a label by 'no label' (default 0.1)")
+    tr.add_argument("--dataset", default=None, metavar="NAME",
+                    help="what to train on: mnist (the default), fashion-mnist, cifar10, or folder:PATH (every image "
+                    "under PATH; with --image-size); the U-Net's channels and image size follow the data, and the "
+                    "checkpoint records the name")
+    tr.add_argument("--image-size", type=_positive_int, default=None, metavar="S",
+                    help="with --dataset folder:PATH: resize each image's shorter side to S and centre-crop S x S "
+                    "(S divisible by 4 for the cpu and gpu profiles' U-Net)")
     tr.add_argument("--data", default=None,
-                    help="folder with the MNIST IDX files (default: $DDPM_TUTOR_DATA, else download to the user cache)")
+                    help="folder with the dataset's files, or one subfolder per dataset (default: $DDPM_TUTOR_DATA, "
+                    "else download to the user cache)")
     tr.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (default: cuda if available)")
     tr.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pt exists")
     tr.add_argument("--init-from", default=None, metavar="CHECKPOINT",
@@ -315,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sa.add_argument("--checkpoint", required=True,
                     help="a checkpoint.pt written by `train`, or 'pretrained' for the reference model shipped in the package "
-                    "('pretrained:mnist-conditional' for the class-conditional one)")
+                    "('pretrained:mnist-conditional' for the class-conditional one, 'pretrained:fashion-mnist' for Fashion-MNIST)")
     sa.add_argument("--n", type=_positive_int, default=None,
                     help="number of samples (default 64, or the number of --labels)")
     sa.add_argument("--labels", type=_digits, default=None, metavar="DIGITS",

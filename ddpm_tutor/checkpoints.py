@@ -51,6 +51,7 @@ PRETRAINED_CONDITIONAL = Path(__file__).parent / "weights" / "mnist_ddpm_conditi
 PRETRAINED_COMMANDS = {
     "mnist": "python -m ddpm_tutor train --profile gpu --batch-size 512 --out runs/reference",
     "mnist-conditional": "python -m ddpm_tutor train --profile cpu --conditional --out runs/cond",
+    "fashion-mnist": "python -m ddpm_tutor train --profile cpu --dataset fashion-mnist --out runs/fashion",
 }
 
 
@@ -61,7 +62,8 @@ def pretrained_path(name: str = "mnist") -> Path:
             f"unknown pretrained model {name!r}; the names are {sorted(PRETRAINED_COMMANDS)} "
             "(pass the device as device=..., e.g. load_pretrained(device='cuda'))"
         )
-    return PRETRAINED if name == "mnist" else PRETRAINED_CONDITIONAL
+    return {"mnist": PRETRAINED, "mnist-conditional": PRETRAINED_CONDITIONAL}.get(
+        name, PRETRAINED.with_name(f"{name.replace('-', '_')}_ddpm.pt"))  # fashion-mnist: fashion_mnist_ddpm.pt
 
 
 class CheckpointMismatchError(ValueError):
@@ -213,8 +215,8 @@ def _verified_pretrained_checkpoint(name: str = "mnist") -> dict[str, Any]:
 def load_pretrained(name: str = "mnist", device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule]:
     """A reference MNIST model shipped in the package, as ``(model, schedule)`` (EMA weights, eval mode).
 
-    ``name``: ``"mnist"`` (the default: the unconditional reference) or ``"mnist-conditional"`` (the
-    class-conditional one of chapter 12). The file's sha256 is checked against its ``.json`` record before loading.
+    ``name``: ``"mnist"`` (the default: the unconditional reference), ``"mnist-conditional"`` (the
+    class-conditional one of chapter 12) or ``"fashion-mnist"`` (the ``cpu`` profile on Fashion-MNIST, chapter 13). The file's sha256 is checked against its ``.json`` record before loading.
     """
     device = resolve_device(device)
     return _model_from(_verified_pretrained_checkpoint(name), "ema", device)

@@ -65,6 +65,9 @@ class TrainConfig:
     # conditional U-Net only (unet.num_classes set): each label is replaced by "no label" with this probability, so
     # one network learns eps_theta(x_t, c) and eps_theta(x_t, no label) (classifier-free guidance, chapter 12)
     label_dropout: float = 0.1
+    # what the run trains on when train() is given no data: "mnist", "fashion-mnist", "cifar10" or "folder:PATH"
+    # (ddpm_tutor.datasets.load_dataset); unet.in_channels and unet.image_size must match its images
+    dataset: str = "mnist"
     unet: UNetConfig = field(default_factory=UNetConfig)  # the network
 
     def __post_init__(self) -> None:
@@ -98,6 +101,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.data_limit must be None or a positive int, got {self.data_limit!r}")
         if isinstance(self.label_dropout, bool) or not isinstance(self.label_dropout, (int, float)) or not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"TrainConfig.label_dropout must be a float in [0, 1) (Ho & Salimans: 0.1 or 0.2), got {self.label_dropout!r}")
+        if not isinstance(self.dataset, str) or not (
+            self.dataset in ("mnist", "fashion-mnist", "cifar10") or self.dataset.startswith("folder:")
+        ):
+            raise ValueError(
+                f"TrainConfig.dataset must be 'mnist', 'fashion-mnist', 'cifar10' or 'folder:PATH', got {self.dataset!r}"
+            )
         if self.unet.T != self.T:
             raise ValueError(
                 f"TrainConfig.T={self.T} but unet.T={self.unet.T}; they must agree (use dataclasses.replace on both)"
@@ -108,6 +117,8 @@ class TrainConfig:
         d["unet"] = self.unet.to_dict()
         if self.unet.num_classes is None:  # unused without labels: an unconditional run writes the dict it always did
             del d["label_dropout"]
+        if self.dataset == "mnist":  # likewise for a run on MNIST, the default
+            del d["dataset"]
         return d
 
     @classmethod

@@ -1,6 +1,8 @@
-"""MNIST in its original IDX form: find, download, verify and load it.
+"""MNIST and Fashion-MNIST in their original IDX form: find, download, verify and load them.
 
-The four files are the ones the original distribution and torchvision use::
+Both datasets use the same four file names and format (Fashion-MNIST, Xiao et al. 2017, was made
+as a drop-in replacement for MNIST); the files are the ones the original distributions and
+torchvision use::
 
     train-images-idx3-ubyte.gz   60000 images, 28 x 28, uint8
     train-labels-idx1-ubyte.gz   60000 labels, 0..9
@@ -12,7 +14,12 @@ Where the files live (first match wins):
 1. the ``root`` argument of :func:`load_mnist`;
 2. the environment variable ``DDPM_TUTOR_DATA``;
 3. a user cache folder, ``$XDG_CACHE_HOME/ddpm_tutor/mnist`` (``~/.cache/ddpm_tutor/mnist``
-   when ``XDG_CACHE_HOME`` is unset), created on first download.
+   when ``XDG_CACHE_HOME`` is unset; ``.../fashion-mnist`` for Fashion-MNIST), created on
+   first download.
+
+A folder named by 1 or 2 may hold the files itself, or one subfolder per dataset
+(``mnist/``, ``fashion-mnist/``, ...): a subfolder named after the dataset is used when there
+is one.
 
 A folder named explicitly (1 or 2) must exist: a typo there should fail loudly
 instead of silently downloading 11 MB into a fresh folder.
@@ -38,7 +45,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from .files import atomic_write, probe_writable, remove_orphans
 
 __all__ = [
+    "DatasetError",
     "MNISTError",
+    "IDX_DATASETS",
+    "FASHION_MIRRORS",
+    "FASHION_SHA256",
     "MIRRORS",
     "FILES",
     "SHA256",
@@ -80,35 +91,89 @@ SHA256 = {
     "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 
+# Fashion-MNIST: the dataset's own mirror (the URL its README gives), then its GitHub repository.
+FASHION_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+
+# sha256 of the decompressed content, as for MNIST.
+FASHION_SHA256 = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+#: The IDX datasets by name: (title in messages, name of this module's mirror tuple, name of its hash table).
+#: The tables are looked up by name when used, so each stays one module attribute.
+IDX_DATASETS = {
+    "mnist": ("MNIST", "MIRRORS", "SHA256"),
+    "fashion-mnist": ("Fashion-MNIST", "FASHION_MIRRORS", "FASHION_SHA256"),
+}
+
 # IDX magic numbers: two zero bytes, the element type (0x08 = unsigned byte), the rank.
 _MAGIC_IMAGES = 0x00000803
 _MAGIC_LABELS = 0x00000801
 _SIZE = 28
 
 
-class MNISTError(ValueError):
-    """An MNIST file or folder is missing, unreadable or not what it should be.
+class DatasetError(ValueError):
+    """A dataset's file or folder is missing, unreadable or not what it should be.
 
-    The message names the path, what was expected and how to fix it.
+    The message names the path (or the argument), what was expected and how to fix it.
     """
+
+
+class MNISTError(DatasetError):
+    """An MNIST or Fashion-MNIST (IDX) file or folder is missing, unreadable or not what it should be."""
+
+
+def _title(dataset: str) -> str:
+    return IDX_DATASETS[dataset][0]
+
+
+def _mirrors(dataset: str) -> tuple[str, ...]:
+    return globals()[IDX_DATASETS[dataset][1]]
+
+
+def _hashes(dataset: str) -> dict[str, str]:
+    return globals()[IDX_DATASETS[dataset][2]]
 
 
 # ----------------------------------------------------------------------------- where
 
 
-def _default_cache() -> Path:
+def _default_cache(dataset: str = "mnist") -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ddpm_tutor" / "mnist"
+    return Path(base) / "ddpm_tutor" / dataset
 
 
-def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """Return the folder holding the MNIST files.
+def _holds_files(folder: Path) -> bool:
+    return any(_find(folder, name) is not None for pair in FILES.values() for name in pair)
+
+
+def _dataset_folder(base: Path, dataset: str) -> Path:
+    """``base/dataset`` if that subfolder exists; else ``base`` if it holds IDX files itself (or is
+    MNIST's folder, as it always was); else ``base/dataset``, where a download creates it."""
+    sub = base / dataset
+    if sub.is_dir() or (dataset != "mnist" and not _holds_files(base)):
+        return sub
+    return base
+
+
+def resolve_root(root: str | os.PathLike | None = None, dataset: str = "mnist") -> Path:
+    """Return the folder holding the files of ``dataset`` (``"mnist"`` or ``"fashion-mnist"``).
 
     ``root`` if given, else ``$DDPM_TUTOR_DATA``, else the user cache folder
-    (``$XDG_CACHE_HOME/ddpm_tutor/mnist`` or ``~/.cache/ddpm_tutor/mnist``).
+    (``$XDG_CACHE_HOME/ddpm_tutor/<dataset>`` or ``~/.cache/ddpm_tutor/<dataset>``).
+    ``root`` and ``DDPM_TUTOR_DATA`` may name the dataset's folder itself or a folder with one
+    subfolder per dataset (``mnist/``, ``fashion-mnist/``); the subfolder wins when it exists.
     The cache folder need not exist yet; an explicit ``root`` or ``DDPM_TUTOR_DATA``
     must name an existing folder, otherwise :class:`MNISTError` is raised.
     """
+    if dataset not in IDX_DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(IDX_DATASETS)}, got {dataset!r}")
     if root is not None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a path (str or os.PathLike) or None, got {type(root).__name__}")
@@ -116,20 +181,20 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
         if not path.is_dir():
             raise MNISTError(
                 f"root={str(root)!r} is not an existing folder; create it (files are downloaded "
-                f"into it with download=True) or pass the folder that holds the MNIST .gz files"
+                f"into it with download=True) or pass the folder that holds the {_title(dataset)} .gz files"
             )
-        return path
+        return _dataset_folder(path, dataset)
     env = os.environ.get(ENV_VAR)
     if env:
         path = Path(env).expanduser()
         if not path.is_dir():
             raise MNISTError(
                 f"{ENV_VAR}={env!r} is not an existing folder; point {ENV_VAR} at the folder that "
-                f"holds the MNIST .gz files, create it, or unset {ENV_VAR} to use the cache "
-                f"folder {_default_cache()}"
+                f"holds the {_title(dataset)} .gz files (or one subfolder per dataset), create it, or unset "
+                f"{ENV_VAR} to use the cache folder {_default_cache(dataset)}"
             )
-        return path
-    return _default_cache()
+        return _dataset_folder(path, dataset)
+    return _default_cache(dataset)
 
 
 def _find(root: Path, name: str) -> Path | None:
@@ -156,14 +221,17 @@ def _decompressed(path: Path, raw: bytes) -> bytes:
         ) from exc
 
 
-def _sha_error(path: Path, name: str, got: str, fix: str) -> MNISTError:
+def _sha_error(path: Path, name: str, got: str, fix: str, dataset: str = "mnist") -> MNISTError:
+    other = [d for d in IDX_DATASETS if d != dataset and _hashes(d).get(name) == got]
+    hint = (f"this is the {_title(other[0])} file: point root= / {ENV_VAR} at the {_title(dataset)} folder "
+            f"(or at a folder with a {dataset}/ subfolder); otherwise ") if other else ""
     return MNISTError(
-        f"{path}: sha256 of the decompressed content is {got}, expected {SHA256[name]} "
-        f"(the original MNIST {name}); {fix}"
+        f"{path}: sha256 of the decompressed content is {got}, expected {_hashes(dataset)[name]} "
+        f"(the original {_title(dataset)} {name}); {hint}{fix}"
     )
 
 
-def _fetch(url: str, dest: Path, name: str, progress: bool) -> None:
+def _fetch(url: str, dest: Path, name: str, progress: bool, dataset: str = "mnist") -> None:
     """Stream ``url`` into a temp file next to ``dest``, verify it, then rename atomically.
 
     The temp file is removed on any failure (network error, Ctrl-C, bad checksum), so an
@@ -191,9 +259,10 @@ def _fetch(url: str, dest: Path, name: str, progress: bool) -> None:
             except (OSError, EOFError, zlib.error) as exc:
                 raise MNISTError(f"{url}: served a damaged gzip file ({type(exc).__name__}: {exc})") from exc
         got = hashlib.sha256(content).hexdigest()  # of the decompressed content, not of the file
-        if got != SHA256[name]:
+        expected = _hashes(dataset)[name]
+        if got != expected:
             raise MNISTError(
-                f"{url}: sha256 of the decompressed content is {got}, expected {SHA256[name]}; "
+                f"{url}: sha256 of the decompressed content is {got}, expected {expected}; "
                 f"the mirror served a different or damaged file"
             )
 
@@ -205,10 +274,13 @@ def download_mnist(
     splits: tuple[str, ...] = ("train", "test"),
     mirrors: tuple[str, ...] | None = None,
     progress: bool = True,
+    dataset: str = "mnist",
 ) -> Path:
-    """Download the MNIST files of ``splits`` that are missing from the data folder.
+    """Download the files of ``splits`` of ``dataset`` (``"mnist"`` or ``"fashion-mnist"``) that are
+    missing from the data folder.
 
-    Each file is tried on every mirror in ``mirrors`` (default :data:`MIRRORS`) in order,
+    Each file is tried on every mirror in ``mirrors`` (default :data:`MIRRORS`, or
+    :data:`FASHION_MIRRORS` for Fashion-MNIST) in order,
     streamed into a temporary file in the same folder with a progress bar, checked against
     :data:`SHA256` (of the decompressed content) and only then renamed into place with
     ``os.replace``. Files already present are left alone (:func:`load_mnist` verifies them).
@@ -222,10 +294,12 @@ def download_mnist(
     for split in splits:
         if split not in FILES:
             raise ValueError(f"splits must contain only 'train' or 'test', got {split!r}")
-    return _download(resolve_root(root), splits, MIRRORS if mirrors is None else tuple(mirrors), progress)
+    root = resolve_root(root, dataset)
+    return _download(root, splits, _mirrors(dataset) if mirrors is None else tuple(mirrors), progress, dataset)
 
 
-def _download(root: Path, splits: tuple[str, ...], mirrors: tuple[str, ...], progress: bool) -> Path:
+def _download(root: Path, splits: tuple[str, ...], mirrors: tuple[str, ...], progress: bool,
+              dataset: str = "mnist") -> Path:
     """:func:`download_mnist` on an already resolved folder (created if missing)."""
     missing = [name for split in splits for name in FILES[split] if _find(root, name) is None]
     if missing:  # a folder we cannot write into is not a network problem: say so before trying any mirror
@@ -246,7 +320,7 @@ def _download(root: Path, splits: tuple[str, ...], mirrors: tuple[str, ...], pro
             for mirror in mirrors:
                 url = mirror.rstrip("/") + "/" + name
                 try:
-                    _fetch(url, root / name, name, progress)
+                    _fetch(url, root / name, name, progress, dataset)
                     break
                 except (OSError, MNISTError) as exc:  # URLError is an OSError
                     errors.append(f"  {url}: {exc}")
@@ -262,15 +336,15 @@ def _download(root: Path, splits: tuple[str, ...], mirrors: tuple[str, ...], pro
 # ----------------------------------------------------------------------------- parse
 
 
-def _read_idx(root: Path, name: str, kind: str, download: bool, verify: bool) -> np.ndarray:
-    """Read one IDX file (``kind`` is 'images' or 'labels') and check its header."""
+def _read_idx(root: Path, name: str, kind: str, download: bool, verify: bool, dataset: str = "mnist") -> np.ndarray:
+    """Read one IDX file (``kind`` is 'images' or 'labels') of ``dataset`` and check its header."""
     path = _find(root, name)
     if path is None:
         hint = (
             "re-run with download=True" if not download else "the download did not produce it"
         )
         raise MNISTError(
-            f"MNIST file {root / name} (or uncompressed {root / name[:-3]}) not found; {hint}, "
+            f"{_title(dataset)} file {root / name} (or uncompressed {root / name[:-3]}) not found; {hint}, "
             f"or set {ENV_VAR} / pass root= to the folder that holds it"
         )
     try:
@@ -291,7 +365,7 @@ def _read_idx(root: Path, name: str, kind: str, download: bool, verify: bool) ->
     if got_magic != magic:
         raise MNISTError(
             f"{path}: IDX magic number is 0x{got_magic:08x}, expected 0x{magic:08x} "
-            f"({kind}: unsigned bytes, rank {rank}); this is not an MNIST {kind} file; {fix}"
+            f"({kind}: unsigned bytes, rank {rank}); this is not an {_title(dataset)} {kind} file; {fix}"
         )
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
     if kind == "images" and dims[1:] != (_SIZE, _SIZE):
@@ -302,10 +376,10 @@ def _read_idx(root: Path, name: str, kind: str, download: bool, verify: bool) ->
             f"{path}: header promises shape {dims} ({expected} bytes) but the file holds "
             f"{len(data)} bytes; it is truncated or corrupt; {fix}"
         )
-    if verify and name in SHA256:
+    if verify and name in _hashes(dataset):
         got = hashlib.sha256(data).hexdigest()
-        if got != SHA256[name]:
-            raise _sha_error(path, name, got, fix + " (or pass verify=False to load it anyway)")
+        if got != _hashes(dataset)[name]:
+            raise _sha_error(path, name, got, fix + " (or pass verify=False to load it anyway)", dataset)
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -314,8 +388,9 @@ def load_mnist(
     root: str | os.PathLike | None = None,
     download: bool = True,
     verify: bool = True,
+    dataset: str = "mnist",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load an MNIST split from its IDX files, downloading them first if needed.
+    """Load an MNIST (or Fashion-MNIST) split from its IDX files, downloading them first if needed.
 
     Args:
         split: ``"train"`` (60000 examples) or ``"test"`` (10000).
@@ -331,6 +406,8 @@ def load_mnist(
             "verified" marker would save little while
             adding a file that can go stale (the file replaced after the marker was
             written) and that cannot be written into read-only shared data folders.
+        dataset: ``"mnist"`` (the default) or ``"fashion-mnist"`` (the same format and
+            sizes, ten classes of clothing; its hashes are :data:`FASHION_SHA256`).
 
     Returns:
         ``(images, labels)``: ``images`` is a ``torch.uint8`` tensor of shape
@@ -344,17 +421,17 @@ def load_mnist(
     """
     if split not in FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    root = resolve_root(root)
+    root = resolve_root(root, dataset)
     images_name, labels_name = FILES[split]
     if download and (_find(root, images_name) is None or _find(root, labels_name) is None):
-        _download(root, (split,), MIRRORS, progress=True)
+        _download(root, (split,), _mirrors(dataset), progress=True, dataset=dataset)
     if not root.is_dir():
         raise MNISTError(
-            f"MNIST folder {root} does not exist; re-run with download=True, or set "
+            f"{_title(dataset)} folder {root} does not exist; re-run with download=True, or set "
             f"{ENV_VAR} / pass root= to the folder that holds the files"
         )
-    images = _read_idx(root, images_name, "images", download, verify)
-    labels = _read_idx(root, labels_name, "labels", download, verify)
+    images = _read_idx(root, images_name, "images", download, verify, dataset)
+    labels = _read_idx(root, labels_name, "labels", download, verify, dataset)
     if images.shape[0] != labels.shape[0]:
         raise MNISTError(
             f"{root}: {images_name} holds {images.shape[0]} images but {labels_name} holds "
@@ -380,10 +457,10 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     {0, 1, ..., 255} scaled linearly to [-1, 1]").
 
     Args:
-        images: ``torch.uint8``, shape ``(N, H, W)`` or ``(N, 1, H, W)``.
+        images: ``torch.uint8``, shape ``(N, H, W)`` (grey) or ``(N, C, H, W)``.
 
     Returns:
-        ``torch.float32`` of shape ``(N, 1, H, W)`` in ``[-1, 1]``.
+        ``torch.float32`` of shape ``(N, C, H, W)`` in ``[-1, 1]`` (``C = 1`` for ``(N, H, W)``).
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
@@ -394,8 +471,8 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
         )
     if images.dim() == 3:
         images = images.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
-    elif images.dim() != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must have shape (N, H, W) or (N, 1, H, W), got {tuple(images.shape)}")
+    elif images.dim() != 4:
+        raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {tuple(images.shape)}")
     return images.to(torch.float32) / 127.5 - 1.0
 
 

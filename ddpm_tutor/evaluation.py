@@ -33,6 +33,9 @@ The real reference is the MNIST test set: its features, their mean and covarianc
 ``python scripts/mnist_feature_stats.py``), so a score needs no pass over the test set. The
 training set is loaded (:func:`ddpm_tutor.data.load_mnist`) for the floor and the memorisation check.
 
+Fashion-MNIST is measured the same way with its own classifier and test-set features
+(``fashion_mnist_classifier.pt``, ``fashion_mnist_test_features.pt``): pass ``dataset="fashion-mnist"``.
+
 torchmetrics is imported here only, so ``import ddpm_tutor`` stays light.
 """
 
@@ -53,7 +56,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .metrics import META_PATH as CLASSIFIER_META_PATH
-from .metrics import MNISTClassifier, load_classifier, sample_quality
+from .metrics import MNISTClassifier, classifier_path, load_classifier, sample_quality
 
 __all__ = [
     "STATS_PATH",
@@ -81,6 +84,12 @@ STATS_PATH = Path(__file__).resolve().parent / "weights" / "mnist_test_features.
 STATS_META_PATH = STATS_PATH.with_suffix(".json")
 _REGENERATE = "python scripts/mnist_feature_stats.py"
 
+
+def _stats_path(dataset: str) -> Path:
+    """The shipped test-set features of ``dataset``: ``weights/mnist_test_features.pt`` or ``fashion_mnist_...``."""
+    classifier_path(dataset)  # an unknown dataset: the message lists the known ones
+    return STATS_PATH.with_name(f"{dataset.replace('-', '_')}_test_features.pt")
+
 #: KID's settings: torchmetrics' kernel; subsets of min(1000, N) images. With N = 1000 samples every
 #: subset holds all of them and the subsets differ only in the 1000 of the 10,000 test digits they
 #: take, so 10 subsets already cover the reference (torchmetrics' default of 100 costs 10x the time).
@@ -105,9 +114,9 @@ class ClassifierFeatures(nn.Module):
     Output: ``(B, hidden)`` float64 (torchmetrics accumulates in float64 anyway).
     """
 
-    def __init__(self, classifier: MNISTClassifier | None = None):
+    def __init__(self, classifier: MNISTClassifier | None = None, dataset: str = "mnist"):
         super().__init__()
-        self.classifier = load_classifier() if classifier is None else classifier
+        self.classifier = load_classifier(dataset=dataset) if classifier is None else classifier
         self.classifier.eval()
         self.num_features = self.classifier.fc1.out_features
 
@@ -171,11 +180,13 @@ def _sha256(path: Path) -> str:
 _REFERENCE_CACHE: dict[tuple[str, str], ReferenceStats] = {}
 
 
-def load_reference_stats(path: str | os.PathLike | None = None, meta_path: str | os.PathLike | None = None) -> ReferenceStats:
+def load_reference_stats(path: str | os.PathLike | None = None, meta_path: str | os.PathLike | None = None,
+                         dataset: str = "mnist") -> ReferenceStats:
     """Load the shipped test-set features and statistics after checking their sha256.
 
     Args:
-        path: the ``.pt`` file; default ``ddpm_tutor/weights/mnist_test_features.pt``.
+        path: the ``.pt`` file; default ``ddpm_tutor/weights/mnist_test_features.pt`` (for
+            ``dataset="fashion-mnist"``: ``fashion_mnist_test_features.pt``).
         meta_path: its JSON record (sha256, the classifier's sha256, the command that wrote it);
             default the ``.json`` beside ``path``.
 
@@ -183,11 +194,12 @@ def load_reference_stats(path: str | os.PathLike | None = None, meta_path: str |
         ValueError: if a file is missing, the ``.pt``'s sha256 differs from the record (modified or
             damaged), or the record was made with another classifier than the one shipped (stale).
     """
-    path = STATS_PATH if path is None else Path(path)
+    path = _stats_path(dataset) if path is None else Path(path)
     meta_path = path.with_suffix(".json") if meta_path is None else Path(meta_path)
+    regenerate = _REGENERATE + ("" if dataset == "mnist" else f" --dataset {dataset}")
     for p in (path, meta_path):
         if not p.is_file():
-            raise ValueError(f"reference statistics file {p} not found; reinstall ddpm-tutor or re-create it with {_REGENERATE}")
+            raise ValueError(f"reference statistics file {p} not found; reinstall ddpm-tutor or re-create it with {regenerate}")
     meta = json.loads(meta_path.read_text())
     got = _sha256(path)
     if got != meta["sha256"]:
@@ -195,7 +207,8 @@ def load_reference_stats(path: str | os.PathLike | None = None, meta_path: str |
             f"{path}: sha256 is {got}, but {meta_path} records {meta['sha256']}; the statistics were modified "
             f"or damaged. Reinstall ddpm-tutor or re-create both files with {_REGENERATE}"
         )
-    classifier_sha = json.loads(Path(CLASSIFIER_META_PATH).read_text())["sha256"]
+    classifier_meta = CLASSIFIER_META_PATH if dataset == "mnist" else classifier_path(dataset).with_suffix(".json")
+    classifier_sha = json.loads(Path(classifier_meta).read_text())["sha256"]
     if meta["classifier_sha256"] != classifier_sha:
         raise ValueError(
             f"{meta_path} was computed with the classifier of sha256 {meta['classifier_sha256']}, but the shipped "
@@ -393,7 +406,7 @@ _HELDOUT_CACHE: dict[str, torch.Tensor] = {}
 
 
 def memorisation(images: torch.Tensor, train: torch.Tensor | None = None, heldout: torch.Tensor | None = None,
-                 quantile: float = 0.01) -> Memorisation:
+                 quantile: float = 0.01, dataset: str = "mnist") -> Memorisation:
     """Do samples sit on training digits? Compare their nearest-training-digit distances with held-out digits'.
 
     Args:
@@ -401,6 +414,7 @@ def memorisation(images: torch.Tensor, train: torch.Tensor | None = None, heldou
         train: the training digits (same conventions); default all 60,000 MNIST training digits.
         heldout: real digits the model never saw; default 1,000 MNIST test digits (a fixed random subset;
             their distances are computed once per process).
+        dataset: whose training and test images are the defaults (``"mnist"`` or ``"fashion-mnist"``).
         quantile: the flagging threshold is this quantile of the held-out distances, so by
             construction that share of new real digits is flagged; a copying model flags far more.
     """
@@ -408,18 +422,18 @@ def memorisation(images: torch.Tensor, train: torch.Tensor | None = None, heldou
         raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
     default = train is None and heldout is None
     # float32: a copied digit's distance comes out as sqrt(rounding error), about 1e-2, far below any threshold
-    train_f = _as_model_range(_train_images() if train is None else train, "train").flatten(1)
-    if default and "default" in _HELDOUT_CACHE:
-        heldout_d = _HELDOUT_CACHE["default"]
+    train_f = _as_model_range(_train_images(dataset) if train is None else train, "train").flatten(1)
+    if default and dataset in _HELDOUT_CACHE:
+        heldout_d = _HELDOUT_CACHE[dataset]
     else:
         if heldout is None:
-            from .data import load_mnist
+            from .datasets import load_dataset
 
-            test_images, _ = load_mnist("test")
+            test_images, _ = load_dataset(dataset, "test")
             heldout = test_images[_subset_indices(test_images.shape[0], 1000)]
         heldout_d, _ = _nearest(_as_model_range(heldout, "heldout").flatten(1), train_f)
         if default:
-            _HELDOUT_CACHE["default"] = heldout_d
+            _HELDOUT_CACHE[dataset] = heldout_d
     d, idx = _nearest(_as_model_range(images).flatten(1), train_f)
     threshold = float(torch.quantile(heldout_d, quantile))
     return Memorisation(
@@ -438,13 +452,13 @@ def memorisation(images: torch.Tensor, train: torch.Tensor | None = None, heldou
 _TRAIN_CACHE: dict[str, Any] = {}
 
 
-def _train_images() -> torch.Tensor:
-    """All 60,000 MNIST training digits, uint8 ``(60000, 28, 28)``, loaded once per process."""
-    if "images" not in _TRAIN_CACHE:
-        from .data import load_mnist
+def _train_images(dataset: str = "mnist") -> torch.Tensor:
+    """All 60,000 training images of MNIST (or Fashion-MNIST), uint8 ``(60000, 1, 28, 28)``, loaded once per process."""
+    if dataset not in _TRAIN_CACHE:
+        from .datasets import load_dataset
 
-        _TRAIN_CACHE["images"], _ = load_mnist("train")
-    return _TRAIN_CACHE["images"]
+        _TRAIN_CACHE[dataset], _ = load_dataset(dataset, "train")
+    return _TRAIN_CACHE[dataset]
 
 
 @dataclass(frozen=True)
@@ -463,7 +477,8 @@ _FLOOR_CACHE: dict[tuple, dict[str, Floor]] = {}
 
 
 def real_data_floor(n: int, draws: int = 5, seed: int = 0, k: int = 3, extractor: ClassifierFeatures | None = None,
-                    reference: ReferenceStats | None = None, train: torch.Tensor | None = None) -> dict[str, Floor]:
+                    reference: ReferenceStats | None = None, train: torch.Tensor | None = None,
+                    dataset: str = "mnist") -> dict[str, Floor]:
     """The scores of ``n`` real training digits against the test reference, ``draws`` times.
 
     Each draw takes ``n`` training digits at random (without replacement, seeded; the draws are
@@ -474,18 +489,19 @@ def real_data_floor(n: int, draws: int = 5, seed: int = 0, k: int = 3, extractor
     Args:
         train: the real images to draw from (model-range floats or uint8); default the 60,000 MNIST
             training digits.
+        dataset: ``"mnist"`` or ``"fashion-mnist"``: whose classifier, reference and training images are the defaults.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n <= k:
         raise ValueError(f"n must be an int > k = {k}, got {n!r}")
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
         raise ValueError(f"draws must be an int >= 2 (a standard deviation needs two), got {draws!r}")
     default = reference is None and train is None
-    key = (n, draws, seed, k)
+    key = (n, draws, seed, k, dataset)
     if default and key in _FLOOR_CACHE:
         return _FLOOR_CACHE[key]
-    reference = load_reference_stats() if reference is None else reference
-    extractor = ClassifierFeatures() if extractor is None else extractor
-    train = _train_images() if train is None else train
+    reference = load_reference_stats(dataset=dataset) if reference is None else reference
+    extractor = ClassifierFeatures(dataset=dataset) if extractor is None else extractor
+    train = _train_images(dataset) if train is None else train
     if n * draws > train.shape[0]:
         raise ValueError(f"n * draws must be at most the {train.shape[0]} training images, got {n} * {draws}")
     order = torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -561,7 +577,8 @@ class Evaluation:
 
 
 def evaluate_images(images: torch.Tensor, *, floor_draws: int = 5, k: int = 3, seed: int = 0, inception: bool = False,
-                    nfe: int | None = None, sampling_seconds: float | None = None, sampler: dict | None = None) -> Evaluation:
+                    nfe: int | None = None, sampling_seconds: float | None = None, sampler: dict | None = None,
+                    dataset: str = "mnist") -> Evaluation:
     """Measure already-drawn images: FID, KID, precision/recall (each with its floor), memorisation, quality.
 
     Args:
@@ -572,34 +589,37 @@ def evaluate_images(images: torch.Tensor, *, floor_draws: int = 5, k: int = 3, s
         inception: also compute torchmetrics' Inception-v3 FID against the test set (downloads the
             Inception weights on first use; needs ``torch-fidelity``). Not comparable with ``fid``.
         nfe, sampling_seconds, sampler: how the images were drawn, copied into the record.
+        dataset: ``"mnist"`` or ``"fashion-mnist"``: the classifier, test-set reference and training set to use.
     """
     start = time.perf_counter()
     images = _as_model_range(images)
     n = images.shape[0]
     if n <= k:
         raise ValueError(f"images: need more than k = {k} images, got {n}")
-    extractor = ClassifierFeatures()
-    reference = load_reference_stats()
+    extractor = ClassifierFeatures(dataset=dataset)
+    reference = load_reference_stats(dataset=dataset)
     fake = features(images, extractor)
     fid_value = fid(images, extractor, reference)
     kid_mean, kid_std = _kid_from_features(fake, reference.features, KID_SUBSETS, seed)
     precision, recall = precision_recall(fake, reference.features[_subset_indices(reference.n, n, seed)], k)
-    floor = real_data_floor(n, floor_draws, seed, k, extractor)
-    quality = sample_quality(images)
+    floor = real_data_floor(n, floor_draws, seed, k, extractor, dataset=dataset)
+    quality = sample_quality(images, extractor.classifier)
     fid_inc = inception_fid(images) if inception else None
     return Evaluation(
         n=n, fid=fid_value, fid_floor=floor["fid"], kid=kid_mean, kid_std=kid_std, kid_floor=floor["kid"],
         precision=precision, recall=recall, precision_floor=floor["precision"], recall_floor=floor["recall"],
-        memorisation=memorisation(images), confident_fraction=quality.confident_fraction,
+        memorisation=memorisation(images, dataset=dataset), confident_fraction=quality.confident_fraction,
         class_counts=quality.counts, min_class_fraction=quality.min_class_fraction, nfe=nfe,
         sampling_seconds=sampling_seconds, evaluation_seconds=time.perf_counter() - start,
         sampler=dict(sampler or {}), fid_inception=fid_inc,
+        **({} if dataset == "mnist" else {"features": f"{dataset} classifier penultimate layer (fc1, before its ReLU), "
+                                                      f"{extractor.num_features}-d"}),
     )
 
 
 def evaluate(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], schedule, n: int = 1000,
              generator: torch.Generator | None = None, batch_size: int | None = None, *, floor_draws: int = 5,
-             inception: bool = False, progress: bool = True, **sample_kwargs: Any) -> Evaluation:
+             inception: bool = False, progress: bool = True, dataset: str = "mnist", **sample_kwargs: Any) -> Evaluation:
     """Draw ``n`` samples with :func:`ddpm_tutor.sample` and measure them with :func:`evaluate_images`.
 
     Args:
@@ -607,7 +627,7 @@ def evaluate(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], schedu
         n: number of samples (the floors are taken at the same n).
         generator: the sampler's generator (seed it for a reproducible record).
         batch_size: passed to ``sample`` (draw the n samples this many at a time).
-        floor_draws, inception: see :func:`evaluate_images`.
+        floor_draws, inception, dataset: see :func:`evaluate_images`.
         **sample_kwargs: passed to ``sample`` unchanged (e.g. ``variance``, or a sampler and its
             number of steps where ``sample`` offers them); recorded in ``sampler``.
 
@@ -649,7 +669,7 @@ def evaluate(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], schedu
     if generator is not None:
         record["generator_initial_seed"] = generator.initial_seed()
     return evaluate_images(images, floor_draws=floor_draws, inception=inception, nfe=calls[0] // batches,
-                           sampling_seconds=seconds, sampler=record)
+                           sampling_seconds=seconds, sampler=record, dataset=dataset)
 
 
 # ----------------------------------------------------------------------------- Inception FID (optional)

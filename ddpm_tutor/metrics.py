@@ -30,6 +30,8 @@ from .files import load_verified
 __all__ = [
     "WEIGHTS_PATH",
     "META_PATH",
+    "CLASSIFIER_DATASETS",
+    "classifier_path",
     "MNISTClassifier",
     "load_classifier",
     "SampleQuality",
@@ -39,6 +41,21 @@ __all__ = [
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "mnist_classifier.pt"
 META_PATH = WEIGHTS_PATH.with_suffix(".json")
+
+#: The datasets a classifier ships for (the same small CNN, trained by scripts/train_classifier.py --dataset).
+CLASSIFIER_DATASETS = ("mnist", "fashion-mnist")
+
+
+def classifier_path(dataset: str = "mnist") -> Path:
+    """The shipped classifier's weights for ``dataset``: ``weights/mnist_classifier.pt`` or
+    ``weights/fashion_mnist_classifier.pt`` (its JSON record beside it)."""
+    if dataset not in CLASSIFIER_DATASETS:
+        raise ValueError(
+            f"dataset={dataset!r} has no shipped classifier; choose one of {', '.join(CLASSIFIER_DATASETS)}. "
+            "For other data, judge samples with features of a network trained on that data (FID in its feature "
+            "space) or with evaluate's Inception FID"
+        )
+    return WEIGHTS_PATH.with_name(f"{dataset.replace('-', '_')}_classifier.pt")
 
 
 class MNISTClassifier(nn.Module):
@@ -81,26 +98,29 @@ def load_classifier(
     device: str | torch.device = "cpu",
     path: str | os.PathLike | None = None,
     meta_path: str | os.PathLike | None = None,
+    dataset: str = "mnist",
 ) -> MNISTClassifier:
-    """Load the shipped MNIST classifier, in ``eval()`` mode, after checking its sha256.
+    """Load the shipped MNIST (or Fashion-MNIST) classifier, in ``eval()`` mode, after checking its sha256.
 
     Args:
         device: where to put the model.
-        path: the ``state_dict`` file; default ``ddpm_tutor/weights/mnist_classifier.pt``.
+        path: the ``state_dict`` file; default :func:`classifier_path` of ``dataset``
+            (``ddpm_tutor/weights/mnist_classifier.pt`` for MNIST).
         meta_path: its JSON record (sha256, architecture, test accuracy, the command that
             trained it); default the ``.json`` next to ``path``.
+        dataset: ``"mnist"`` or ``"fashion-mnist"``: which shipped classifier (when ``path`` is None).
 
     Raises:
         ValueError: if a file is missing or the weights' sha256 differs from the one
             recorded in the JSON (a modified or damaged file).
     """
-    path = WEIGHTS_PATH if path is None else Path(path)
+    path = classifier_path(dataset) if path is None else Path(path)
     meta_path = path.with_suffix(".json") if meta_path is None else Path(meta_path)
     for p in (path, meta_path):
         if not p.is_file():
             raise ValueError(
                 f"classifier file {p} not found; reinstall ddpm-tutor or re-create it with "
-                f"python scripts/train_classifier.py"
+                f"python scripts/train_classifier.py --dataset {dataset}"
             )
     state = load_verified(path, meta_path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
                           fix="reinstall ddpm-tutor or re-create both files with python scripts/train_classifier.py")
@@ -153,16 +173,19 @@ def sample_quality(
     classifier: MNISTClassifier | None = None,
     threshold: float = 0.9,
     batch_size: int = 1000,
+    dataset: str = "mnist",
 ) -> SampleQuality:
-    """Judge a batch of images with the MNIST classifier.
+    """Judge a batch of images with the MNIST classifier (or the Fashion-MNIST one).
 
     Args:
         images: either model-range floats in ``[-1, 1]`` of shape ``(N, 1, 28, 28)``
             (values outside are clipped, as samplers may overshoot) or ``torch.uint8``
             pixels of shape ``(N, 28, 28)`` / ``(N, 1, 28, 28)``.
-        classifier: default :func:`load_classifier` on the images' device.
+        classifier: default :func:`load_classifier` of ``dataset`` on the images' device.
         threshold: confidence threshold in ``[0, 1)`` on the max softmax probability.
         batch_size: images per forward pass.
+        dataset: ``"mnist"`` or ``"fashion-mnist"``: the shipped classifier used when ``classifier`` is None
+            (the classes are then 0..9 of that dataset: digits, or Fashion-MNIST's ten kinds of clothing).
 
     Returns:
         A :class:`SampleQuality` with ``confident_fraction = mean(max_k softmax(f(x))_k >
@@ -182,7 +205,7 @@ def sample_quality(
     if not 0.0 <= float(threshold) < 1.0:
         raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
     if classifier is None:
-        classifier = load_classifier(images.device)
+        classifier = load_classifier(images.device, dataset=dataset)
     was_training = classifier.training
     classifier.eval()
     device = next(classifier.parameters()).device

@@ -15,32 +15,37 @@ __all__ = ["image_grid", "save_image_grid", "show_images"]
 
 
 def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
-    """Tile images into one greyscale array.
+    """Tile images into one greyscale (or, for RGB images, colour) array.
 
     Args:
-        x: ``(N, 1, H, W)`` or ``(N, H, W)`` float in [-1, 1] (model range; clipped) or uint8 in [0, 255].
+        x: ``(N, 1, H, W)`` or ``(N, H, W)`` float in [-1, 1] (model range; clipped) or uint8 in [0, 255];
+            ``(N, 3, H, W)`` for colour images.
         nrow: images per row (default: about sqrt(N)).
         padding: pixels between images.
         pad_value: value of the padding in [0, 1] (1 = white).
 
     Returns:
-        ``(rows * (H + padding) + padding, nrow * (W + padding) + padding)`` float array in [0, 1].
+        ``(rows * (H + padding) + padding, nrow * (W + padding) + padding)`` float array in [0, 1],
+        with a last axis of 3 for colour images.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of images, got {type(x).__name__}")
     if x.dim() == 4:
-        if x.shape[1] != 1:
-            raise ValueError(f"x must have one channel, shape (N, 1, H, W), got {tuple(x.shape)}")
-        x = x[:, 0]
-    if x.dim() != 3 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (N, H, W) or (N, 1, H, W) with N >= 1, got {tuple(x.shape)}")
+        if x.shape[1] not in (1, 3):
+            raise ValueError(f"x must have one or three channels, shape (N, 1 or 3, H, W), got {tuple(x.shape)}")
+        x = x[:, 0] if x.shape[1] == 1 else x.permute(0, 2, 3, 1)  # (N, H, W) or (N, H, W, 3)
+    elif x.dim() != 3:
+        raise ValueError(f"x must have shape (N, H, W) or (N, C, H, W), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one image, got shape {tuple(x.shape)}")
     is_pixels = x.dtype == torch.uint8
     x = x.detach().float().cpu()
     x = x / 255.0 if is_pixels else (x.clamp(-1, 1) + 1) / 2
-    n, h, w = x.shape
+    n, h, w = x.shape[:3]
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
-    grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding), pad_value, dtype=np.float32)
+    grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, *x.shape[3:]), pad_value,
+                   dtype=np.float32)
     for i in range(n):
         r, c = divmod(i, nrow)
         top, left = padding + r * (h + padding), padding + c * (w + padding)
@@ -58,7 +63,7 @@ def save_image_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None =
     fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = (image_grid(x, nrow) * 255).round().astype(np.uint8)
-    image = Image.fromarray(grid, mode="L").resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    image = Image.fromarray(grid, mode="L" if grid.ndim == 2 else "RGB").resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
     return atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
 
 

@@ -145,8 +145,9 @@ def train(
 
     Args:
         config: a :class:`TrainConfig`, a profile name, or None for :func:`resolve_profile`'s choice.
-        data: optional float images ``(N, C, H, W)`` in [-1, 1]; MNIST's training split by default.
-        data_root: where MNIST lives (see :func:`ddpm_tutor.data.load_mnist`), when ``data`` is None.
+        data: optional float images ``(N, C, H, W)`` in [-1, 1]; by default the training split of
+            ``config.dataset`` (MNIST unless set; see :func:`ddpm_tutor.datasets.load_dataset`).
+        data_root: where that dataset lives (see :func:`ddpm_tutor.datasets.load_dataset`), when ``data`` is None.
         out_dir: folder for ``checkpoint.pt``; with ``resume=True`` an existing checkpoint there is
             continued from its step (a Colab session that disconnects resumes where it stopped).
         device: defaults to CUDA when available, else CPU.
@@ -491,9 +492,9 @@ def _training_labels(
     if labels is None:
         if data is not None:
             raise ValueError("a conditional U-Net (unet.num_classes set) needs labels=... (one class per image of data)")
-        from .data import load_mnist
-
-        _, labels = load_mnist("train", root=data_root)
+        _, labels = _load_training_split(config, data_root)
+        if labels is None:
+            raise ValueError(f"a conditional U-Net (unet.num_classes set) needs labels, and {config.dataset} has none")
     if isinstance(labels, torch.Tensor) and config.data_limit:
         labels = labels[: config.data_limit]  # as _training_images keeps the first data_limit images
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or tuple(labels.shape) != (n,):
@@ -507,11 +508,19 @@ def _training_labels(
     return labels
 
 
+def _load_training_split(config: TrainConfig, data_root: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The training split of ``config.dataset``: uint8 ``(N, C, H, W)`` and its labels (None for a folder)."""
+    from .datasets import load_dataset
+
+    size = config.unet.image_size if config.dataset.startswith("folder:") else None
+    return load_dataset(config.dataset, "train", root=data_root, image_size=size)
+
+
 def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: str | None) -> torch.Tensor:
     if data is None:
-        from .data import load_mnist, to_model_range
+        from .data import to_model_range
 
-        images, _ = load_mnist("train", root=data_root)
+        images, _ = _load_training_split(config, data_root)
         data = to_model_range(images)
     if not isinstance(data, torch.Tensor) or data.dim() != 4 or not data.is_floating_point():
         raise ValueError(
@@ -525,7 +534,10 @@ def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: 
         )
     expected = (config.unet.in_channels, config.unet.image_size, config.unet.image_size)
     if tuple(data.shape[1:]) != expected:
-        raise ValueError(f"data has images of shape {tuple(data.shape[1:])}, but the UNetConfig expects {expected}")
+        raise ValueError(
+            f"data has images of shape {tuple(data.shape[1:])}, but the UNetConfig expects {expected}; set "
+            "unet.in_channels, unet.out_channels and unet.image_size from the data (train --dataset does)"
+        )
     return data[: config.data_limit] if config.data_limit else data
 
 

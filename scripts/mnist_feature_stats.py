@@ -1,6 +1,7 @@
 """Write the MNIST test set's features and their statistics, the reference of ddpm_tutor.evaluation.
 
     DDPM_TUTOR_DATA=<folder with the MNIST .gz files> python scripts/mnist_feature_stats.py
+    DDPM_TUTOR_DATA=<data folder> python scripts/mnist_feature_stats.py --dataset fashion-mnist
 
 Runs the shipped classifier's feature map (:class:`ddpm_tutor.evaluation.ClassifierFeatures`, the
 penultimate layer) over the 10,000 test digits and writes, each atomically (temp file + ``os.replace``):
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from ddpm_tutor.data import load_mnist
-from ddpm_tutor.evaluation import STATS_PATH, ClassifierFeatures, features, reference_from_features
-from ddpm_tutor.metrics import META_PATH as CLASSIFIER_META_PATH
+from ddpm_tutor.datasets import load_dataset
+from ddpm_tutor.evaluation import ClassifierFeatures, _stats_path, features, reference_from_features
+from ddpm_tutor.metrics import classifier_path
 
 
 def atomic_write(path: Path, write) -> None:
@@ -47,21 +48,28 @@ def atomic_write(path: Path, write) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=STATS_PATH, help="the .pt to write (its .json goes beside it)")
+    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
+                        help="whose test set, with that dataset's shipped classifier (default mnist)")
+    parser.add_argument("--out", type=Path, default=None, help="the .pt to write (its .json goes beside it; "
+                        "default: the shipped file of --dataset)")
     parser.add_argument("--data", default=None, help="folder with the MNIST files (default: $DDPM_TUTOR_DATA or the cache)")
     args = parser.parse_args()
 
-    images, labels = load_mnist("test", root=args.data)
-    feats = features(images, ClassifierFeatures())  # (10000, 128) float64
+    args.out = _stats_path(args.dataset) if args.out is None else args.out
+    images, labels = load_dataset(args.dataset, "test", root=args.data)  # (10000, 1, 28, 28) uint8
+    feats = features(images, ClassifierFeatures(dataset=args.dataset))  # (10000, 128) float64
     stats = reference_from_features(feats, labels)
     atomic_write(args.out, lambda tmp: torch.save(stats, tmp))
     meta = {
         "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
-        "classifier_sha256": json.loads(Path(CLASSIFIER_META_PATH).read_text())["sha256"],
-        "features": "MNIST classifier penultimate layer (fc1, before its ReLU), float16; mean and cov (n - 1) in float64",
+        "classifier_sha256": json.loads(classifier_path(args.dataset).with_suffix(".json").read_text())["sha256"],
+        "features": ("MNIST" if args.dataset == "mnist" else args.dataset) + " classifier penultimate layer (fc1, before its ReLU), float16; mean and cov (n - 1) in float64",
         "n": int(stats["features"].shape[0]),
         "dims": int(stats["features"].shape[1]),
-        "command": "DDPM_TUTOR_DATA=<folder with the MNIST .gz files> python scripts/mnist_feature_stats.py",
+        "command": "DDPM_TUTOR_DATA=<folder with the MNIST .gz files> python scripts/mnist_feature_stats.py"
+        if args.dataset == "mnist" else
+        f"DDPM_TUTOR_DATA=<folder with a {args.dataset}/ subfolder> python scripts/mnist_feature_stats.py "
+        f"--dataset {args.dataset}",
         "torch_version": torch.__version__,
     }
     atomic_write(args.out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))

@@ -1,13 +1,14 @@
-"""Train the small MNIST classifier that ddpm_tutor.metrics uses to judge samples.
+"""Train the small MNIST (or Fashion-MNIST) classifier that ddpm_tutor.metrics uses to judge samples.
 
     DDPM_TUTOR_DATA=<folder with the MNIST .gz files> python scripts/train_classifier.py
+    DDPM_TUTOR_DATA=<data folder> python scripts/train_classifier.py --dataset fashion-mnist --epochs 2
 
 Trains ``MNISTClassifier`` on the MNIST train split with random shifts of up to
 +-``--shift`` pixels (so slightly off-centre generated digits are still recognised),
 reports test accuracy, then writes, each atomically (temp file + ``os.replace``):
 
-* ``ddpm_tutor/weights/mnist_classifier.pt``: the ``state_dict`` only;
-* ``ddpm_tutor/weights/mnist_classifier.json``: its sha256, the architecture, test
+* ``ddpm_tutor/weights/mnist_classifier.pt`` (``fashion_mnist_classifier.pt``): the ``state_dict`` only;
+* the ``.json`` beside it: its sha256, the architecture, test
   accuracy, reference confident fractions, the command, torch version and seed.
 
 Seeded: the same command on the same torch version and thread count gives the same
@@ -26,9 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpm_tutor.data import load_mnist, to_model_range
+from ddpm_tutor.data import to_model_range
+from ddpm_tutor.datasets import load_dataset
 from ddpm_tutor.files import atomic_write, atomic_write_text, sha256_file
-from ddpm_tutor.metrics import META_PATH, WEIGHTS_PATH, MNISTClassifier, load_classifier, sample_quality
+from ddpm_tutor.metrics import CLASSIFIER_DATASETS, MNISTClassifier, classifier_path, load_classifier, sample_quality
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -69,6 +71,7 @@ def accuracy(model: MNISTClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=CLASSIFIER_DATASETS, default="mnist")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
@@ -77,15 +80,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outlier-weight", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--out", type=Path, default=WEIGHTS_PATH, help="weights file (.pt); the .json goes next to it")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="weights file (.pt); the .json goes next to it (default: the shipped file of --dataset)")
     args = parser.parse_args(argv)
+    args.out = classifier_path(args.dataset) if args.out is None else args.out
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
 
-    x_train, y_train = load_mnist("train")
-    x_test, y_test = load_mnist("test")
+    x_train, y_train = load_dataset(args.dataset, "train")  # (N, 1, 28, 28) uint8
+    x_test, y_test = load_dataset(args.dataset, "test")
     x_train, x_test = to_model_range(x_train), to_model_range(x_test)  # (N, 1, 28, 28) in [-1, 1]
 
     model = MNISTClassifier()
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     steps_per_epoch = x_train.shape[0] // args.batch_size
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch)
-    print(f"MNISTClassifier: {n_params} parameters; {args.epochs} epochs x {steps_per_epoch} steps")
+    print(f"MNISTClassifier on {args.dataset}: {n_params} parameters; {args.epochs} epochs x {steps_per_epoch} steps")
 
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(args.epochs):
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write(out, lambda tmp: torch.save(state, tmp))
     sha = sha256_file(out)
 
-    cmd = ["python", "scripts/train_classifier.py"]
+    cmd = ["python", "scripts/train_classifier.py"] + (["--dataset", args.dataset] if args.dataset != "mnist" else [])
     for name in ("epochs", "batch_size", "lr", "shift", "outliers", "outlier_weight", "seed", "threads"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     meta = {
@@ -138,14 +143,16 @@ def main(argv: list[str] | None = None) -> None:
         "test_accuracy": round(test_acc, 6),
         "train_seconds": round(train_seconds, 1),
         "train_cpu_seconds": round(train_cpu_seconds, 1),
-        "command": "DDPM_TUTOR_DATA=<folder with the MNIST .gz files> " + shlex.join(cmd),
+        **({"dataset": args.dataset} if args.dataset != "mnist" else {}),
+        "command": ("DDPM_TUTOR_DATA=<folder with the MNIST .gz files> " if args.dataset == "mnist" else
+                    f"DDPM_TUTOR_DATA=<folder with a {args.dataset}/ subfolder> ") + shlex.join(cmd),
         "torch_version": torch.__version__,
         "seed": args.seed,
         "threads": args.threads,
         "augmentation": f"random shift of up to +-{args.shift} px",
         "outlier_exposure": f"{args.outliers} noise images per step, uniform-target weight {args.outlier_weight}",
     }
-    meta_path = out.with_suffix(".json") if out != WEIGHTS_PATH else META_PATH
+    meta_path = out.with_suffix(".json")
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
     # Reference values for the book, measured with the file just written (sha checked).
@@ -156,10 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     # Not seen in training: uniform noise, and test digits buried in noise the way an
     # unfinished reverse process leaves them, xt = sqrt(a) x0 + sqrt(1 - a) eps (Ho et al. eq. 4).
     uniform = sample_quality(2 * torch.rand(1000, 1, 28, 28, generator=eval_gen) - 1, model)
+    prefix = args.dataset.replace("-", "_")
     meta["reference"] = {
         "threshold": real.threshold,
-        "mnist_test_confident_fraction": round(real.confident_fraction, 4),
-        "mnist_test_min_class_fraction": round(real.min_class_fraction, 4),
+        f"{prefix}_test_confident_fraction": round(real.confident_fraction, 4),
+        f"{prefix}_test_min_class_fraction": round(real.min_class_fraction, 4),
         "gaussian_noise_confident_fraction": round(noise.confident_fraction, 4),
         "uniform_noise_confident_fraction": round(uniform.confident_fraction, 4),
     }

@@ -421,8 +421,8 @@ def test_from_model_range_clips():
 def test_scaling_argument_checks():
     with pytest.raises(TypeError, match="torch.uint8"):
         data.to_model_range(torch.zeros(2, 28, 28))
-    with pytest.raises(ValueError, match=r"\(N, H, W\) or \(N, 1, H, W\)"):
-        data.to_model_range(torch.zeros(2, 3, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\(N, H, W\) or \(N, C, H, W\)"):
+        data.to_model_range(torch.zeros(2, 1, 3, 28, 28, dtype=torch.uint8))
     with pytest.raises(TypeError, match="floating-point"):
         data.from_model_range(torch.zeros(2, dtype=torch.uint8))
 

@@ -224,7 +224,7 @@ def test_evaluate_counts_network_calls_and_passes_sampler_kwargs(monkeypatch):
     import ddpm_tutor as dt
 
     pool = blobs(600, 4)
-    monkeypatch.setattr(ev, "_train_images", lambda: pool)  # a small "training set" keeps the test fast
+    monkeypatch.setattr(ev, "_train_images", lambda dataset="mnist": pool)  # a small "training set" keeps the test fast
     monkeypatch.setattr(ev, "_FLOOR_CACHE", {})
     monkeypatch.setattr(ev, "_HELDOUT_CACHE", {"default": torch.rand(1000) + 1.0})
     schedule = dt.linear_schedule(12)
@@ -264,7 +264,7 @@ def test_evaluate_real_sampler_smoke(monkeypatch):
     import ddpm_tutor as dt
 
     pool = blobs(200, 5)
-    monkeypatch.setattr(ev, "_train_images", lambda: pool)
+    monkeypatch.setattr(ev, "_train_images", lambda dataset="mnist": pool)
     monkeypatch.setattr(ev, "_FLOOR_CACHE", {})
     monkeypatch.setattr(ev, "_HELDOUT_CACHE", {"default": torch.rand(1000) + 1.0})
     record = ev.evaluate(lambda xt, t: torch.zeros_like(xt), dt.linear_schedule(5), n=16,
@@ -322,7 +322,7 @@ def test_cli_evaluate_writes_json(monkeypatch, tmp_path, capsys):
     from ddpm_tutor.__main__ import main
 
     pool = blobs(200, 6)
-    monkeypatch.setattr(ev, "_train_images", lambda: pool)
+    monkeypatch.setattr(ev, "_train_images", lambda dataset="mnist": pool)
     monkeypatch.setattr(ev, "_FLOOR_CACHE", {})
     monkeypatch.setattr(ev, "_HELDOUT_CACHE", {"default": torch.rand(1000) + 1.0})
 

@@ -172,3 +172,34 @@ def test_real_test_digits(classifier):
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4))
     noisy = sample_quality(0.5**0.5 * x0 + 0.5**0.5 * eps, classifier)
     assert noisy.confident_fraction < q.confident_fraction - 0.5, (noisy, q)
+
+
+# ----------------------------------------------------------------------------- the Fashion-MNIST classifier
+
+
+def test_fashion_classifier_shipped_and_recorded():
+    path = metrics.classifier_path("fashion-mnist")
+    assert path.name == "fashion_mnist_classifier.pt" and path.stat().st_size < 1_000_000
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["dataset"] == "fashion-mnist" and "--dataset fashion-mnist" in meta["command"]
+    assert meta["test_accuracy"] >= 0.85
+    with pytest.raises(ValueError, match="dataset='cifar10' has no shipped classifier.*Inception FID"):
+        metrics.classifier_path("cifar10")
+
+
+@pytest.mark.skipif(not REAL_ROOT, reason="set DDPM_TUTOR_DATA to the folder holding the real data")
+def test_each_dataset_is_judged_by_its_own_classifier():
+    """sample_quality(dataset=...) picks the classifier: the Fashion one classifies clothes, the MNIST one does not."""
+    from ddpm_tutor.datasets import load_dataset
+
+    try:
+        images, labels = load_dataset("fashion-mnist", "test", root=REAL_ROOT, download=False)
+    except ValueError as err:
+        pytest.skip(f"needs the Fashion-MNIST test set: {err}")
+    images, labels = images[:2000], labels[:2000]
+    fashion = sample_quality(images, dataset="fashion-mnist")
+    digits = sample_quality(images)  # the default: MNIST's classifier
+    assert float((fashion.predictions == labels).double().mean()) >= 0.85
+    assert float((digits.predictions == labels).double().mean()) < 0.5
+    meta = json.loads(metrics.classifier_path("fashion-mnist").with_suffix(".json").read_text())
+    assert fashion.confident_fraction == pytest.approx(meta["reference"]["fashion_mnist_test_confident_fraction"], abs=0.05)

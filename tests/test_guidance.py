@@ -261,7 +261,7 @@ def test_conditional_checkpoint_round_trip(tmp_path, monkeypatch, data):
 
 
 def test_load_pretrained_names(monkeypatch, tmp_path):
-    with pytest.raises(ValueError, match=r"unknown pretrained model 'cifar'; the names are \['mnist', 'mnist-conditional'\]"):
+    with pytest.raises(ValueError, match=r"unknown pretrained model 'cifar'; the names are \['fashion-mnist', 'mnist', 'mnist-conditional'\]"):
         dt.load_pretrained("cifar")
     with pytest.raises(ValueError, match="device="):
         dt.load_pretrained("cpu")

@@ -231,19 +231,21 @@ def sample_quality(
     )
 
 
-def plot_class_histogram(result: SampleQuality, ax=None, min_class_fraction: float = 0.05):
-    """Bar chart of the predicted-digit fractions, with the uniform 0.1 and the
-    ``min_class_fraction`` bar a passing sample set must clear. Returns the axes."""
+def plot_class_histogram(result: SampleQuality, ax=None, min_class_fraction: float | None = None):
+    """Bar chart of the predicted-digit fractions, with the uniform share 0.1 as a dashed line; with
+    ``min_class_fraction``, also that bar as a dotted line, and the digits below it in red. Returns the axes."""
     import matplotlib.pyplot as plt
 
     if not isinstance(result, SampleQuality):
         raise TypeError(f"result must be a SampleQuality from sample_quality(), got {type(result).__name__}")
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
-    colors = ["tab:red" if f < min_class_fraction else "tab:blue" for f in result.fractions]
+    low = min_class_fraction if min_class_fraction is not None else 0.0
+    colors = ["tab:red" if f < low else "tab:blue" for f in result.fractions]
     ax.bar(range(10), result.fractions, color=colors)
     ax.axhline(0.1, color="gray", linestyle="--", linewidth=1, label="uniform (0.1)")
-    ax.axhline(min_class_fraction, color="tab:red", linestyle=":", linewidth=1, label=f"minimum ({min_class_fraction:g})")
+    if min_class_fraction is not None:
+        ax.axhline(min_class_fraction, color="tab:red", linestyle=":", linewidth=1, label=f"minimum ({min_class_fraction:g})")
     ax.set_xticks(range(10))
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("fraction of samples")

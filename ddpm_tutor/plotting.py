@@ -59,6 +59,8 @@ def save_image_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int | None =
     The file gets the usual mode (``0o666`` minus the umask)."""
     from PIL import Image
 
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive integer (pixels per image pixel, 2 draws a digit at 56 px), got {scale!r}")
     path = Path(path)
     fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -147,6 +147,14 @@ def test_plot_class_histogram(classifier):
     ax = metrics.plot_class_histogram(q)
     heights = [p.get_height() for p in ax.patches]
     assert heights == pytest.approx(list(q.fractions))
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [0.1]  # the uniform share, no bar to clear
+    plt.close(ax.figure)
+    ax = metrics.plot_class_histogram(q, min_class_fraction=0.05)
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [0.1, 0.05]
+    from matplotlib.colors import to_rgba
+
+    red = [p.get_facecolor() == to_rgba("tab:red") for p in ax.patches]
+    assert red == [f < 0.05 for f in q.fractions]
     plt.close(ax.figure)
     with pytest.raises(TypeError, match="SampleQuality"):
         metrics.plot_class_histogram({"counts": [1] * 10})

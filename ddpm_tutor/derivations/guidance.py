@@ -100,7 +100,7 @@ def eps_score_relation(score_factor=None, dims: tuple[int, ...] = (1, 2), *, str
     d.note(
         r"data and the closed form: given $\varepsilon$, $x_t$ is Gaussian because $x_0$ is",
         r"x_0 \sim \mathcal{N}(m, v),\quad x_t = \sqrt{\bar{\alpha}_t}x_0 + \sqrt{1-\bar{\alpha}_t}\,\varepsilon"
-        r"\;\Rightarrow\; x_t \mid \varepsilon \sim \mathcal{N}\big(\sqrt{\bar{\alpha}_t}m + \sqrt{1-\bar{\alpha}_t}"
+        r"\quad\Rightarrow\quad x_t \mid \varepsilon \sim \mathcal{N}\big(\sqrt{\bar{\alpha}_t}m + \sqrt{1-\bar{\alpha}_t}"
         r"\varepsilon,\ \bar{\alpha}_t v\big)",
     )
     lhs = rhs = None

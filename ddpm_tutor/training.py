@@ -192,8 +192,9 @@ def train(
     part = shard(config.batch_size, world)  # this rank's slice of each global batch (refuses one that does not divide)
     if out_dir is not None:  # before any training: a read-only or mistyped out_dir fails now, not at the first checkpoint
         check_writable_folder(out_dir, "out_dir")
-    images = _training_images(config, data, data_root).to(device)
-    classes = _training_labels(config, images.shape[0], data, labels, data_root).to(device) if config.unet.num_classes else None
+    split = _TrainingSplit(config, data_root)  # read on first use, once
+    images = _training_images(config, data, split).to(device)
+    classes = _training_labels(config, images.shape[0], data, labels, split).to(device) if config.unet.num_classes else None
     schedule = build_schedule(config).to(device)
     run = _new_run(config, device, init_from)
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
@@ -486,13 +487,13 @@ def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | 
 
 
 def _training_labels(
-    config: TrainConfig, n: int, data: torch.Tensor | None, labels: torch.Tensor | None, data_root: str | None
+    config: TrainConfig, n: int, data: torch.Tensor | None, labels: torch.Tensor | None, split: _TrainingSplit
 ) -> torch.Tensor:
     """The class of each of the ``n`` training images, for a conditional network (checked against num_classes)."""
     if labels is None:
         if data is not None:
             raise ValueError("a conditional U-Net (unet.num_classes set) needs labels=... (one class per image of data)")
-        _, labels = _load_training_split(config, data_root)
+        _, labels = split()
         if labels is None:
             raise ValueError(f"a conditional U-Net (unet.num_classes set) needs labels, and {config.dataset} has none")
     if isinstance(labels, torch.Tensor) and config.data_limit:
@@ -508,19 +509,29 @@ def _training_labels(
     return labels
 
 
-def _load_training_split(config: TrainConfig, data_root: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The training split of ``config.dataset``: uint8 ``(N, C, H, W)`` and its labels (None for a folder)."""
-    from .datasets import load_dataset
+class _TrainingSplit:
+    """The training split of ``config.dataset`` under ``root``: uint8 ``(N, C, H, W)`` and its labels (None for a
+    folder), read and verified on first use and only once, so a conditional run takes its images and labels
+    from one read."""
 
-    size = config.unet.image_size if config.dataset.startswith("folder:") else None
-    return load_dataset(config.dataset, "train", root=data_root, image_size=size)
+    def __init__(self, config: TrainConfig, root: str | os.PathLike | None):
+        self.config, self.root, self._split = config, root, None
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._split is None:
+            from .datasets import load_dataset
+
+            folder = self.config.dataset.startswith("folder:")
+            size = self.config.unet.image_size if folder else None
+            self._split = load_dataset(self.config.dataset, "train", root=self.root, image_size=size)
+        return self._split
 
 
-def _training_images(config: TrainConfig, data: torch.Tensor | None, data_root: str | None) -> torch.Tensor:
+def _training_images(config: TrainConfig, data: torch.Tensor | None, split: _TrainingSplit) -> torch.Tensor:
     if data is None:
         from .data import to_model_range
 
-        images, _ = _load_training_split(config, data_root)
+        images, _ = split()
         data = to_model_range(images)
     if not isinstance(data, torch.Tensor) or data.dim() != 4 or not data.is_floating_point():
         raise ValueError(

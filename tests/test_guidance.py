@@ -366,3 +366,20 @@ def test_sweep_fid_is_measured_where_the_reference_statistics_were_taken():
     fid = _fid(x)
     assert fid == pytest.approx(ev.fid_from_features(ev.ClassifierFeatures()(x)), rel=1e-9)
     assert fid < 60  # chapter 10: the floor of 500 real digits is about 21
+
+
+def test_conditional_run_reads_its_training_split_once(monkeypatch, data):
+    """Images and labels of a conditional run come from one read (and sha256 check) of the dataset."""
+    import ddpm_tutor.datasets as ds
+
+    images, labels = data
+    pixels = ((images + 1) * 127.5).round().to(torch.uint8)
+    reads = []
+
+    def load_dataset(name, split, root=None, **kwargs):
+        reads.append((name, split))
+        return pixels, labels
+
+    monkeypatch.setattr(ds, "load_dataset", load_dataset)
+    result = tr.train(replace(COND, steps=2), progress=False)
+    assert reads == [("mnist", "train")] and result.steps_run == 2
